@@ -7,9 +7,11 @@ DEVSTACK := $(GO) run ./deploy/dev/devstack
 
 .PHONY: test test-unit check fmt vet proto up tools
 
-## test: start OpenBao and the S3 gateway, run every test with -race against them, stop them
+## test: start OpenBao and the S3 gateway, run every test with -race against them, stop them;
+##       then fuzz the identity-number parser for 15 s
 test:
 	$(DEVSTACK) run -- $(GO) test -race -v ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 15s ./linkage/personnummer
 
 ## test-unit: the tests that need no server (integration tests skip)
 test-unit:
