@@ -2,6 +2,7 @@ package personnummer
 
 import (
 	"time"
+	"unsafe"
 )
 
 // Parser parses identity numbers against a reference date, the date of the
@@ -37,7 +38,9 @@ func (p *Parser) Parse(s string) (n Number) {
 
 // ParseBytes is Parse for a byte slice, without converting it to a string.
 func (p *Parser) ParseBytes(b []byte) (n Number) {
-	parse(p, b, &n)
+	// parse keeps nothing of its input, so a string view of b is safe
+	// and saves a copy.
+	parse(p, unsafe.String(unsafe.SliceData(b), len(b)), &n)
 	return n
 }
 
@@ -61,9 +64,8 @@ func digit(c byte) (int, bool) {
 	return v, uint(v) < 10
 }
 
-// parse is Parse for strings and byte slices alike. n must be the zero
-// Number.
-func parse[T ~string | ~[]byte](p *Parser, s T, n *Number) {
+// parse parses s into n, which must be the zero Number.
+func parse(p *Parser, s string, n *Number) {
 	i, j := 0, len(s)
 	for i < j && isSpace(s[i]) {
 		i++
@@ -76,9 +78,9 @@ func parse[T ~string | ~[]byte](p *Parser, s T, n *Number) {
 	// Split into an optional century, YYMMDD, a separator and the last four.
 	var (
 		century = -1
-		date    T
+		date    string
 		sep     byte
-		last    T
+		last    string
 	)
 	switch len(s) {
 	case 0:
@@ -123,7 +125,7 @@ func parse[T ~string | ~[]byte](p *Parser, s T, n *Number) {
 
 // parseDigits validates a number split into an optional century (-1 when
 // absent), YYMMDD, a separator (0 when absent) and the last four characters.
-func parseDigits[T ~string | ~[]byte](p *Parser, century int, date T, sep byte, last T, n *Number) {
+func parseDigits(p *Parser, century int, date string, sep byte, last string, n *Number) {
 	var v [6]int
 	for k := 0; k < 6; k++ {
 		d, ok := digit(date[k])

@@ -54,7 +54,7 @@ var ReserveFormats = []ReserveFormat{
 
 // parseReserve matches a 12-character input against the parser's reserve
 // formats.
-func parseReserve[T ~string | ~[]byte](p *Parser, s T) (Number, bool) {
+func parseReserve(p *Parser, s string) (Number, bool) {
 	var b [12]byte
 	for i := range b {
 		b[i] = s[i]
