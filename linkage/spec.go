@@ -1,0 +1,404 @@
+package linkage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// JobSpec is a job: which project, which sources through which profiles,
+// which cohort, which variables and how they are delivered. People write
+// it in YAML (docs/jobspec.md); every validation error names the field
+// path and what is expected.
+type JobSpec struct {
+	Project string `yaml:"project"`
+	EPMDnr  string `yaml:"epm_dnr"`
+	// ReferenceDate is the extraction date, YYYY-MM-DD: it decides the
+	// century of 10-digit identity numbers. Default: the day the job runs.
+	ReferenceDate string `yaml:"reference_date"`
+	// Profiles adds profiles to the built-in ones.
+	Profiles []Profile    `yaml:"profiles"`
+	Sources  []SourceSpec `yaml:"sources"`
+	Identity IdentitySpec `yaml:"identity"`
+	Cohort   CohortSpec   `yaml:"cohort"`
+	// Variables are the columns delivered, with their transforms.
+	Variables []VariableSpec `yaml:"variables"`
+	Outputs   OutputSpec     `yaml:"outputs"`
+
+	// dir is the directory of the spec file; source paths are relative to it.
+	dir string
+	ref time.Time
+}
+
+// SourceSpec is one source file and how to read it: a profile, and any of
+// the profile's fields overridden for this file.
+type SourceSpec struct {
+	Name    string `yaml:"name"`
+	Profile string `yaml:"profile"`
+	Path    string `yaml:"path"`
+
+	Delimiter   string   `yaml:"delimiter"`
+	Header      *bool    `yaml:"header"`
+	Quote       string   `yaml:"quote"`
+	Columns     []string `yaml:"columns"`
+	Encoding    string   `yaml:"encoding"`
+	Compression string   `yaml:"compression"`
+	Identity    string   `yaml:"identity"`
+	EventDate   string   `yaml:"event_date"`
+	// Rename maps the profile's column names to this file's.
+	Rename map[string]string `yaml:"rename"`
+}
+
+// IdentitySpec names the sources that correct identity numbers.
+type IdentitySpec struct {
+	// History is a source with a history profile: number changes.
+	History string `yaml:"history"`
+	// Reused is a source with a list profile: numbers known to be used by
+	// two persons, never linked.
+	Reused string `yaml:"reused"`
+}
+
+// CohortSpec is the study population: a list, or criteria on sources.
+type CohortSpec struct {
+	// List is a source with a list profile.
+	List     string          `yaml:"list"`
+	Criteria []CriterionSpec `yaml:"criteria"`
+	// Sex keeps only M or F, from the identity number.
+	Sex string   `yaml:"sex"`
+	Age *AgeSpec `yaml:"age"`
+}
+
+// CriterionSpec selects events: a code prefix in a code group, in a date
+// window. A person's index date is their first matching event.
+type CriterionSpec struct {
+	Source string   `yaml:"source"`
+	Codes  []string `yaml:"codes"`
+	// Groups limits the code groups searched; default all of the source's.
+	Groups []string `yaml:"groups"`
+	From   string   `yaml:"from"`
+	To     string   `yaml:"to"`
+}
+
+// AgeSpec bounds the age at the index date, in whole years, inclusive.
+type AgeSpec struct {
+	Min *int `yaml:"min"`
+	Max *int `yaml:"max"`
+}
+
+// VariableSpec is one delivered column and its transform: keep, drop,
+// truncate(N), blank(CODE,…), year, year-month, age-at-index, sex.
+type VariableSpec struct {
+	Source    string `yaml:"source"`
+	Column    string `yaml:"column"`
+	Transform string `yaml:"transform"`
+}
+
+// OutputSpec says how deliveries are written.
+type OutputSpec struct {
+	Format     string `yaml:"format"`      // csv (default) or parquet
+	Delimiter  string `yaml:"delimiter"`   // csv; default ";"
+	Encoding   string `yaml:"encoding"`    // csv: utf-8 (default) or windows-1252
+	LineEnding string `yaml:"line_ending"` // csv: lf (default) or crlf
+}
+
+// FieldError is an invalid value in a job spec or profile.
+type FieldError struct {
+	Path string // sources[2].profile
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// ErrInvalidSpec is wrapped by every job-spec error.
+var ErrInvalidSpec = errors.New("invalid job spec")
+
+// SpecError is a job spec's errors, all of them, with the file.
+type SpecError struct {
+	File   string
+	Errors []error
+}
+
+func (e *SpecError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: invalid job spec", e.File)
+	for _, err := range e.Errors {
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *SpecError) Unwrap() []error { return append([]error{ErrInvalidSpec}, e.Errors...) }
+
+var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// LoadSpec reads and validates a job spec file.
+func LoadSpec(path string) (*JobSpec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSpec(b, path)
+}
+
+// ParseSpec parses and validates a job spec; name is the file for errors
+// and its directory the base of relative source paths.
+func ParseSpec(b []byte, name string) (*JobSpec, error) {
+	var s JobSpec
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil {
+		msg := yamlUnknownField.ReplaceAllString(err.Error(), "unknown field $1")
+		msg = strings.TrimPrefix(msg, "yaml: ")
+		return nil, &SpecError{File: name, Errors: []error{errors.New(msg)}}
+	}
+	s.dir = filepath.Dir(name)
+	if errs := s.validate(); len(errs) > 0 {
+		return nil, &SpecError{File: name, Errors: errs}
+	}
+	return &s, nil
+}
+
+var (
+	sourceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+	codePrefix = regexp.MustCompile(`^[A-Z0-9]{1,7}$`)
+	transform  = regexp.MustCompile(`^(keep|drop|year|year-month|age-at-index|sex|truncate\(([1-9])\)|blank\(([A-Z0-9]{1,7}(,[A-Z0-9]{1,7})*)\))$`)
+)
+
+// profiles returns the built-in profiles plus the spec's own.
+func (s *JobSpec) profiles() map[string]Profile {
+	m := Builtin()
+	for _, p := range s.Profiles {
+		m[p.Name] = p
+	}
+	return m
+}
+
+// RefDate returns the reference date (valid after validation).
+func (s *JobSpec) RefDate() time.Time { return s.ref }
+
+// Dir returns the directory of the spec file.
+func (s *JobSpec) Dir() string { return s.dir }
+
+func (s *JobSpec) validate() []error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if !projectIDPattern.MatchString(s.Project) {
+		bad("project", "%q: want 1-64 characters of a-z, 0-9, '.', '_', '-'", s.Project)
+	}
+	s.ref = time.Now().UTC().Truncate(24 * time.Hour)
+	if s.ReferenceDate != "" {
+		t, err := time.Parse(time.DateOnly, s.ReferenceDate)
+		if err != nil {
+			bad("reference_date", "%q: want YYYY-MM-DD", s.ReferenceDate)
+		}
+		s.ref = t
+	}
+	for i := range s.Profiles {
+		if s.Profiles[i].Name == "" {
+			bad(fmt.Sprintf("profiles[%d].name", i), "missing")
+		} else if _, err := s.Profiles[i].resolve(fmt.Sprintf("profiles[%d]", i)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	profiles := s.profiles()
+	kinds := map[string]string{}
+	for i, src := range s.Sources {
+		path := fmt.Sprintf("sources[%d]", i)
+		if !sourceName.MatchString(src.Name) {
+			bad(path+".name", "%q: want a lower-case name of letters, digits and _", src.Name)
+		} else if _, dup := kinds[src.Name]; dup {
+			bad(path+".name", "%q is used by another source", src.Name)
+		}
+		p, ok := profiles[src.Profile]
+		if !ok {
+			bad(path+".profile", "unknown profile %q, want one of %s", src.Profile, profileNames(profiles))
+			kinds[src.Name] = ""
+			continue
+		}
+		if src.Path == "" {
+			bad(path+".path", "missing: the file to read")
+		}
+		if _, err := s.Resolve(i); err != nil {
+			errs = append(errs, err)
+		}
+		kinds[src.Name] = p.Kind
+	}
+	if len(s.Sources) == 0 {
+		bad("sources", "no sources")
+	}
+	needKind := func(path, name, kind string) {
+		if name == "" {
+			return
+		}
+		k, ok := kinds[name]
+		switch {
+		case !ok:
+			bad(path, "no source named %q", name)
+		case k != "" && k != kind:
+			bad(path, "source %q has a %s profile, want a %s profile", name, k, kind)
+		}
+	}
+	needKind("identity.history", s.Identity.History, KindHistory)
+	needKind("identity.reused", s.Identity.Reused, KindList)
+	needKind("cohort.list", s.Cohort.List, KindList)
+
+	c := s.Cohort
+	switch {
+	case c.List == "" && len(c.Criteria) == 0:
+		bad("cohort", "want a list or criteria")
+	case c.List != "" && len(c.Criteria) > 0:
+		bad("cohort", "want a list or criteria, not both")
+	}
+	for i, cr := range c.Criteria {
+		path := fmt.Sprintf("cohort.criteria[%d]", i)
+		needKind(path+".source", cr.Source, KindEvents)
+		if cr.Source == "" {
+			bad(path+".source", "missing")
+		}
+		if len(cr.Codes) == 0 && cr.From == "" && cr.To == "" {
+			bad(path, "want codes, a date window or both")
+		}
+		for j, code := range cr.Codes {
+			if !codePrefix.MatchString(normCode(code)) {
+				bad(fmt.Sprintf("%s.codes[%d]", path, j), "%q: want a code prefix of letters and digits, such as I21", code)
+			}
+		}
+		if idx := s.sourceIndex(cr.Source); idx >= 0 {
+			if r, err := s.Resolve(idx); err == nil {
+				for j, g := range cr.Groups {
+					if !slices.ContainsFunc(r.codes, func(cg CodeGroup) bool { return cg.Group == g }) {
+						bad(fmt.Sprintf("%s.groups[%d]", path, j), "source %q has no code group %q", cr.Source, g)
+					}
+				}
+				if len(cr.Codes) > 0 && len(r.codes) == 0 {
+					bad(path+".codes", "source %q has no code columns", cr.Source)
+				}
+				if (cr.From != "" || cr.To != "") && r.EventDate == "" {
+					bad(path, "source %q has no event date for a window", cr.Source)
+				}
+			}
+		}
+		for _, f := range []struct{ name, v string }{{"from", cr.From}, {"to", cr.To}} {
+			if f.v != "" {
+				if _, err := time.Parse(time.DateOnly, f.v); err != nil {
+					bad(path+"."+f.name, "%q: want YYYY-MM-DD", f.v)
+				}
+			}
+		}
+	}
+	switch c.Sex {
+	case "", "M", "F":
+	default:
+		bad("cohort.sex", "%q: want M or F", c.Sex)
+	}
+	if c.Age != nil {
+		if c.Age.Min != nil && (*c.Age.Min < 0 || *c.Age.Min > 130) {
+			bad("cohort.age.min", "%d: want 0 to 130", *c.Age.Min)
+		}
+		if c.Age.Max != nil && (*c.Age.Max < 0 || *c.Age.Max > 130) {
+			bad("cohort.age.max", "%d: want 0 to 130", *c.Age.Max)
+		}
+		if c.Age.Min != nil && c.Age.Max != nil && *c.Age.Min > *c.Age.Max {
+			bad("cohort.age", "min %d is above max %d", *c.Age.Min, *c.Age.Max)
+		}
+		if c.List != "" {
+			bad("cohort.age", "an age needs an index date, which a list does not give")
+		}
+	}
+	for i, v := range s.Variables {
+		path := fmt.Sprintf("variables[%d]", i)
+		if k, ok := kinds[v.Source]; !ok || (k != "" && k != KindEvents) {
+			bad(path+".source", "%q: want the name of an events source", v.Source)
+		}
+		if v.Column == "" {
+			bad(path+".column", "missing")
+		}
+		t := v.Transform
+		if t == "" {
+			t = "keep"
+		}
+		if !transform.MatchString(t) {
+			bad(path+".transform", "%q: want keep, drop, truncate(N), blank(CODE,…), year, year-month, age-at-index or sex", v.Transform)
+		}
+	}
+	o := s.Outputs
+	switch o.Format {
+	case "", "csv", "parquet":
+	default:
+		bad("outputs.format", "%q: want csv or parquet", o.Format)
+	}
+	if o.Delimiter != "" && len(o.Delimiter) != 1 {
+		bad("outputs.delimiter", "%q: want one character", o.Delimiter)
+	}
+	switch o.Encoding {
+	case "", EncodingUTF8, EncodingCP:
+	default:
+		bad("outputs.encoding", "%q: want utf-8 or windows-1252", o.Encoding)
+	}
+	switch o.LineEnding {
+	case "", "lf", "crlf":
+	default:
+		bad("outputs.line_ending", "%q: want lf or crlf", o.LineEnding)
+	}
+	return errs
+}
+
+func (s *JobSpec) sourceIndex(name string) int {
+	return slices.IndexFunc(s.Sources, func(src SourceSpec) bool { return src.Name == name })
+}
+
+// Resolve returns source i's profile with the source's overrides applied.
+func (s *JobSpec) Resolve(i int) (resolved, error) {
+	src := s.Sources[i]
+	p, ok := s.profiles()[src.Profile]
+	if !ok {
+		return resolved{}, &FieldError{Path: fmt.Sprintf("sources[%d].profile", i), Msg: fmt.Sprintf("unknown profile %q", src.Profile)}
+	}
+	p.Columns = slices.Clone(p.Columns)
+	override := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	override(&p.Delimiter, src.Delimiter)
+	override(&p.Quote, src.Quote)
+	override(&p.Encoding, src.Encoding)
+	override(&p.Compression, src.Compression)
+	if src.Header != nil {
+		p.Header = src.Header
+	}
+	if len(src.Columns) > 0 {
+		p.Columns = slices.Clone(src.Columns)
+	}
+	p.rename(src.Rename)
+	override(&p.Identity, src.Identity)
+	override(&p.EventDate, src.EventDate)
+	return p.resolve(fmt.Sprintf("sources[%d]", i))
+}
+
+// File returns source i's path, relative to the spec's directory.
+func (s *JobSpec) File(i int) string {
+	p := s.Sources[i].Path
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(s.dir, p)
+}
+
+// normCode is a code as compared: upper case, no dots or spaces.
+func normCode(c string) string {
+	return strings.ToUpper(strings.NewReplacer(".", "", " ", "").Replace(c))
+}
+
+var projectIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
