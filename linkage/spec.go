@@ -246,7 +246,7 @@ func (s *JobSpec) validate() []error {
 		case !ok:
 			bad(path, "no source named %q", name)
 		case k != "" && k != kind:
-			bad(path, "source %q has a %s profile, want a %s profile", name, k, kind)
+			bad(path, "source %q is of kind %s, want a source of kind %s", name, k, kind)
 		}
 	}
 	needKind("identity.history", s.Identity.History, KindHistory)

@@ -1,0 +1,117 @@
+package linkage
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// dateExpr is the SQL that turns a date column into a DATE: NULL when it is
+// empty or not a date. A register date with 00 for an unknown month or
+// day becomes the first day of the known period.
+func dateExpr(col, format string) string {
+	c := "trim(" + ident(col) + ")"
+	switch format {
+	case DateISO:
+		return fmt.Sprintf("try_strptime(%s, '%%Y-%%m-%%d')::DATE", c)
+	case DateRegister:
+		return fmt.Sprintf(`CASE WHEN regexp_full_match(%[1]s, '[0-9]{8}') THEN try_strptime(substr(%[1]s, 1, 4)
+			|| CASE WHEN substr(%[1]s, 5, 2) = '00' THEN '01' ELSE substr(%[1]s, 5, 2) END
+			|| CASE WHEN substr(%[1]s, 7, 2) = '00' THEN '01' ELSE substr(%[1]s, 7, 2) END, '%%Y%%m%%d')::DATE END`, c)
+	default:
+		return fmt.Sprintf("try_strptime(%s, '%%Y%%m%%d')::DATE", c)
+	}
+}
+
+// codesExpr is the SQL of a row's codes in the given groups, normalised
+// (upper case, no dots or spaces) and joined with spaces, with a leading
+// space: a code prefix P matches where ' P' occurs.
+func codesExpr(groups []CodeGroup) string {
+	var parts []string
+	norm := func(e string) string { return fmt.Sprintf("upper(replace(replace(%s, '.', ''), ' ', ''))", e) }
+	for _, g := range groups {
+		for _, c := range g.Columns {
+			if g.Split != "" {
+				parts = append(parts, fmt.Sprintf("array_to_string(list_transform(string_split(trim(%s), %s), x -> %s), ' ')", ident(c), sqlString(g.Split), norm("x")))
+			} else {
+				parts = append(parts, norm(ident(c)))
+			}
+		}
+	}
+	return "' ' || concat_ws(' ', " + strings.Join(parts, ", ") + ")"
+}
+
+// selectCohort makes the table cohort(canonical, index_date).
+func (r *run) selectCohort(ctx context.Context) error {
+	c := r.spec.Cohort
+	if c.List != "" {
+		src := r.sourceNamed(c.List)
+		_, err := r.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE cohort AS SELECT DISTINCT _canonical AS canonical, NULL::DATE AS index_date
+			FROM %s WHERE _canonical IS NOT NULL`, normView(src)))
+		if err != nil {
+			return fmt.Errorf("cohort: %s", sanitize(err))
+		}
+		return nil
+	}
+	var parts []string
+	var args []any
+	for _, cr := range c.Criteria {
+		src := r.sourceNamed(cr.Source)
+		p := src.profile
+		where := []string{"_canonical IS NOT NULL"}
+		date := "NULL::DATE"
+		if p.EventDate != "" {
+			date = dateExpr(p.EventDate, p.Dates[p.EventDate])
+		}
+		if len(cr.Codes) > 0 {
+			groups := p.codes
+			if len(cr.Groups) > 0 {
+				groups = slices.DeleteFunc(slices.Clone(p.codes), func(g CodeGroup) bool { return !slices.Contains(cr.Groups, g.Group) })
+			}
+			var prefixes []string
+			for _, code := range cr.Codes {
+				prefixes = append(prefixes, normCode(code)) // [A-Z0-9]+, checked by the spec
+			}
+			where = append(where, fmt.Sprintf("regexp_matches(%s, ?)", codesExpr(groups)))
+			args = append(args, " ("+strings.Join(prefixes, "|")+")")
+		}
+		if cr.From != "" {
+			t, _ := time.Parse(time.DateOnly, cr.From)
+			where = append(where, date+" >= ?")
+			args = append(args, t)
+		}
+		if cr.To != "" {
+			t, _ := time.Parse(time.DateOnly, cr.To)
+			where = append(where, date+" <= ?")
+			args = append(args, t)
+		}
+		parts = append(parts, fmt.Sprintf("SELECT _canonical AS canonical, %s AS event_date, _sex AS sex, _birth AS birth FROM %s WHERE %s",
+			date, normView(src), strings.Join(where, " AND ")))
+	}
+	var filters []string
+	if c.Sex != "" {
+		filters = append(filters, "sex = ?")
+		args = append(args, c.Sex)
+	}
+	age := `(year(index_date) - year(birth) - CASE WHEN strftime(index_date, '%m%d') < strftime(birth, '%m%d') THEN 1 ELSE 0 END)`
+	if c.Age != nil && c.Age.Min != nil {
+		filters = append(filters, age+" >= ?")
+		args = append(args, *c.Age.Min)
+	}
+	if c.Age != nil && c.Age.Max != nil {
+		filters = append(filters, age+" <= ?")
+		args = append(args, *c.Age.Max)
+	}
+	q := `CREATE TABLE cohort AS SELECT canonical, index_date FROM (
+		SELECT canonical, min(event_date) AS index_date, any_value(sex) AS sex, any_value(birth) AS birth
+		FROM (` + strings.Join(parts, " UNION ALL ") + `) GROUP BY canonical)`
+	if len(filters) > 0 {
+		q += " WHERE " + strings.Join(filters, " AND ")
+	}
+	if _, err := r.conn.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("cohort: %s", sanitize(err))
+	}
+	return nil
+}

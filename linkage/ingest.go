@@ -1,0 +1,454 @@
+package linkage
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/text/encoding/charmap"
+)
+
+// maxLineSize is the longest line a source may have: 4 MiB. A longer line
+// is an error naming its line, not a crash.
+const maxLineSize = 4 << 20
+
+// source is one ingested source: its spec, resolved profile, file columns
+// and table.
+type source struct {
+	index   int
+	name    string
+	file    string
+	profile resolved
+	columns []string // as in the file
+	table   string   // src_<name>
+	rows    int64
+}
+
+// FileError is a problem with a source file, at a line and column where
+// known. It never carries a value from the file.
+type FileError struct {
+	File   string
+	Line   int64  // 0 when not known
+	Column string // "" when not one column
+	Msg    string
+}
+
+func (e *FileError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Column != "" {
+		fmt.Fprintf(&b, ": column %s", e.Column)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// compressionOf returns the compression of a file: the profile's, or from
+// the name.
+func compressionOf(p resolved, file string) string {
+	if p.Compression != "auto" {
+		return p.Compression
+	}
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".gz", ".gzip":
+		return "gzip"
+	case ".zst", ".zstd":
+		return "zstd"
+	}
+	return "none"
+}
+
+// openPlain opens a source file decompressed and decoded to UTF-8.
+func openPlain(file string, p resolved) (io.ReadCloser, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	var r io.Reader = f
+	closers := []io.Closer{f}
+	switch compressionOf(p, file) {
+	case "gzip":
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			f.Close()
+			return nil, &FileError{File: file, Msg: "not a gzip file: " + err.Error()}
+		}
+		r, closers = gz, append(closers, gz)
+	case "zstd":
+		zr, err := zstd.NewReader(f, zstd.WithDecoderMaxMemory(256<<20))
+		if err != nil {
+			f.Close()
+			return nil, &FileError{File: file, Msg: "not a zstd file: " + err.Error()}
+		}
+		r = zr
+		closers = append(closers, closerFunc(func() error { zr.Close(); return nil }))
+	}
+	switch p.Encoding {
+	case EncodingLatin:
+		r = charmap.ISO8859_1.NewDecoder().Reader(r)
+	case EncodingCP:
+		r = &cp1252Reader{r: r, line: 1}
+	}
+	return readCloser{r, closers}, nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+type readCloser struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (rc readCloser) Close() error {
+	var err error
+	for i := len(rc.closers) - 1; i >= 0; i-- {
+		if e := rc.closers[i].Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// cp1252Reader decodes windows-1252 to UTF-8, refusing the five bytes the
+// code page leaves undefined with the line they are on.
+type cp1252Reader struct {
+	r    io.Reader
+	line int64 // of the start of buf
+	buf  [32 << 10]byte
+	out  []byte
+	pos  int
+	err  error
+}
+
+var cp1252 = charmap.Windows1252
+
+func (c *cp1252Reader) Read(p []byte) (int, error) {
+	for c.pos == len(c.out) {
+		if c.err != nil {
+			return 0, c.err
+		}
+		n, err := c.r.Read(c.buf[:])
+		c.err = err
+		c.out, c.pos = c.out[:0], 0
+		for i, b := range c.buf[:n] {
+			switch {
+			case b < 0x80:
+				c.out = append(c.out, b)
+			case b == 0x81 || b == 0x8D || b == 0x8F || b == 0x90 || b == 0x9D:
+				line := c.line + int64(bytes.Count(c.buf[:i], []byte{'\n'}))
+				c.err = &FileError{Line: line, Msg: fmt.Sprintf("byte 0x%02X is not a windows-1252 character (is the encoding right?)", b)}
+				c.out = c.out[:0]
+				return 0, c.err
+			default:
+				c.out = utf8.AppendRune(c.out, cp1252.DecodeByte(b))
+			}
+		}
+		c.line += int64(bytes.Count(c.buf[:n], []byte{'\n'}))
+	}
+	n := copy(p, c.out[c.pos:])
+	c.pos += n
+	return n, nil
+}
+
+// readHeader returns the column names of a file's first line, and whether
+// the file has any byte at all.
+func readHeader(file string, p resolved) ([]string, error) {
+	rc, err := openPlain(file, p)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 64<<10)
+	line, err := br.ReadSlice('\n')
+	if len(line) == 0 && errors.Is(err, io.EOF) {
+		return nil, &FileError{File: file, Msg: "empty file"}
+	}
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, &FileError{File: file, Line: 1, Msg: "header line longer than 64 KiB: is this the right file?"}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fileErr(file, err)
+	}
+	line = []byte(strings.TrimRight(string(line), "\r\n"))
+	line = []byte(strings.TrimPrefix(string(line), "\uFEFF"))
+	if !utf8.Valid(line) {
+		return nil, &FileError{File: file, Line: 1, Msg: "the header is not valid " + p.Encoding + " (set the source's encoding)"}
+	}
+	return splitHeader(string(line), p.Delimiter[0], p.Quote[0]), nil
+}
+
+// fileErr names the file in an error from reading it.
+func fileErr(file string, err error) error {
+	var fe *FileError
+	if errors.As(err, &fe) {
+		if fe.File == "" {
+			c := *fe
+			c.File = file
+			return &c
+		}
+		return fe
+	}
+	return &FileError{File: file, Msg: err.Error()}
+}
+
+// splitHeader splits a header line on delim, honouring quotes.
+func splitHeader(line string, delim, quote byte) []string {
+	var cols []string
+	var cur strings.Builder
+	inQuote := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == quote && inQuote && i+1 < len(line) && line[i+1] == quote:
+			cur.WriteByte(quote)
+			i++
+		case c == quote:
+			inQuote = !inQuote
+		case c == delim && !inQuote:
+			cols = append(cols, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	return append(cols, strings.TrimSpace(cur.String()))
+}
+
+// checkColumns checks that the file has every column the profile needs.
+func checkColumns(file string, cols []string, p resolved) error {
+	seen := map[string]bool{}
+	for _, c := range cols {
+		if c == "" {
+			return &FileError{File: file, Line: 1, Msg: "the header has an empty column name"}
+		}
+		if strings.ContainsFunc(c, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return &FileError{File: file, Line: 1, Msg: "a column name has a control character"}
+		}
+		if seen[c] {
+			return &FileError{File: file, Line: 1, Column: c, Msg: "appears twice in the header"}
+		}
+		seen[c] = true
+	}
+	for _, need := range p.required() {
+		if !seen[need] {
+			hint := ""
+			if len(cols) == 1 {
+				hint = fmt.Sprintf(" (the header has one column: is the delimiter %q right?)", p.Delimiter)
+			}
+			return &FileError{File: file, Line: 1, Column: need, Msg: "missing from the header" + hint}
+		}
+	}
+	return nil
+}
+
+// sqlString quotes s as an SQL string literal.
+func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// ident quotes s as an SQL identifier.
+func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// ingest reads one source into its table.
+func (r *run) ingest(ctx context.Context, src *source) error {
+	p := src.profile
+	fi, err := os.Stat(src.file)
+	if err != nil {
+		return fileErr(src.file, err)
+	}
+	if fi.Size() == 0 {
+		return &FileError{File: src.file, Msg: "empty file"}
+	}
+	if p.Format == "parquet" {
+		return r.ingestParquet(ctx, src)
+	}
+	cols := p.Columns
+	if p.header {
+		if cols, err = readHeader(src.file, p); err != nil {
+			return err
+		}
+	}
+	if err := checkColumns(src.file, cols, p); err != nil {
+		return err
+	}
+	src.columns = cols
+
+	// DuckDB reads UTF-8 itself, compressed or not; other encodings are
+	// decoded in Go, streaming, into a UTF-8 file in the work directory.
+	path, compression := src.file, compressionOf(p, src.file)
+	if p.Encoding != EncodingUTF8 {
+		path, compression = filepath.Join(r.work, src.name+".utf8.csv"), "none"
+		if err := transcode(src.file, p, path); err != nil {
+			return err
+		}
+		defer os.Remove(path)
+	}
+
+	var types []string
+	for _, c := range cols {
+		types = append(types, sqlString(c)+": 'VARCHAR'")
+	}
+	rejects := "rej_" + src.name
+	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT * FROM read_csv(%s,
+		auto_detect = false, header = %t, delim = %s, quote = %s, escape = %s,
+		columns = {%s}, compression = %s, strict_mode = true, null_padding = false,
+		max_line_size = %d, store_rejects = true, rejects_table = %s, rejects_scan = %s)`,
+		ident(src.table), sqlString(path), p.header, sqlString(p.Delimiter), sqlString(p.Quote), sqlString(p.Quote),
+		strings.Join(types, ", "), sqlString(compression), maxLineSize, sqlString(rejects), sqlString("rejscan_"+src.name))
+	if _, err := r.conn.ExecContext(ctx, q); err != nil {
+		return &FileError{File: src.file, Msg: sanitize(err)}
+	}
+	if err := r.checkRejects(ctx, src, rejects); err != nil {
+		return err
+	}
+	if err := r.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+ident(src.table)).Scan(&src.rows); err != nil {
+		return err
+	}
+	if src.rows == 0 {
+		return &FileError{File: src.file, Msg: "no data rows (only a header)"}
+	}
+	return nil
+}
+
+func (r *run) ingestParquet(ctx context.Context, src *source) error {
+	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT * FROM read_parquet(%s)`, ident(src.table), sqlString(src.file))
+	if _, err := r.conn.ExecContext(ctx, q); err != nil {
+		return &FileError{File: src.file, Msg: sanitize(err)}
+	}
+	rows, err := r.conn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index`, src.table)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return err
+		}
+		cols = append(cols, c)
+	}
+	if err := checkColumns(src.file, cols, src.profile); err != nil {
+		return err
+	}
+	src.columns = cols
+	// Identities, dates and codes are compared as text.
+	for _, c := range src.profile.required() {
+		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`ALTER TABLE %s ALTER %s TYPE VARCHAR`, ident(src.table), ident(c))); err != nil {
+			return &FileError{File: src.file, Column: c, Msg: sanitize(err)}
+		}
+	}
+	return r.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+ident(src.table)).Scan(&src.rows)
+}
+
+// checkRejects turns the rows DuckDB could not read into an error naming
+// the first few lines and columns, never their content.
+func (r *run) checkRejects(ctx context.Context, src *source, table string) error {
+	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(
+		`SELECT line, coalesce(column_name, ''), error_type::VARCHAR, error_message, count(*) OVER () FROM %s ORDER BY line LIMIT 5`, ident(table)))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var errs []error
+	var total int64
+	for rows.Next() {
+		var line int64
+		var col, typ, msg string
+		if err := rows.Scan(&line, &col, &typ, &msg, &total); err != nil {
+			return err
+		}
+		errs = append(errs, &FileError{File: src.file, Line: line, Column: col, Msg: rejectMessage(typ, msg, src.profile)})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if total == 0 {
+		return nil
+	}
+	if total > int64(len(errs)) {
+		errs = append(errs, fmt.Errorf("%s: %d bad lines in all", src.file, total))
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	reDigits      = regexp.MustCompile(`\d{6,}`)
+	reColumnCount = regexp.MustCompile(`Expected Number of Columns: (\d+) Found: (\d+)`)
+)
+
+// rejectMessage explains one of DuckDB's reject types.
+func rejectMessage(typ, msg string, p resolved) string {
+	switch typ {
+	case "MISSING COLUMNS", "TOO MANY COLUMNS":
+		detail := "wrong number of columns"
+		if m := reColumnCount.FindStringSubmatch(msg); m != nil {
+			detail = fmt.Sprintf("%s columns, the header has %s", m[2], m[1])
+		}
+		return fmt.Sprintf("ragged row: %s (is the delimiter %q and the quote %q right?)", detail, p.Delimiter, p.Quote)
+	case "UNQUOTED VALUE":
+		return "a quote is not closed, or a value has a stray quote"
+	case "LINE SIZE OVER MAXIMUM":
+		return fmt.Sprintf("line longer than %d bytes", maxLineSize)
+	case "INVALID ENCODING", "INVALID UNICODE":
+		return "bytes that are not UTF-8: set the source's encoding (latin-1 or windows-1252)"
+	}
+	return strings.ToLower(typ)
+}
+
+// sanitize returns the first line of a DuckDB error without anything that
+// could be a value from a file.
+func sanitize(err error) string {
+	msg := err.Error()
+	for _, cut := range []string{"\nOriginal Line", "\n\nLINE ", "\n"} {
+		if i := strings.Index(msg, cut); i >= 0 {
+			msg = msg[:i]
+		}
+	}
+	return reDigits.ReplaceAllString(msg, "…")
+}
+
+// transcode writes file, decompressed and decoded to UTF-8, to out.
+func transcode(file string, p resolved, out string) error {
+	in, err := openPlain(file, p)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 256<<10)
+	if _, err := io.Copy(w, in); err != nil {
+		f.Close()
+		return fileErr(file, err)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// sqlConn is what the run needs of a connection.
+type sqlConn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}

@@ -1,0 +1,369 @@
+package linkage
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/lopnr/lopnr/linkage/personnummer"
+)
+
+// Options tune a linkage run.
+type Options struct {
+	// WorkDir holds the run's DuckDB database and temporary files; default
+	// a new directory under os.TempDir(), removed by Close.
+	WorkDir string
+	// MemoryLimit caps DuckDB's memory, such as "4GB"; beyond it DuckDB
+	// spills to WorkDir. Default 4GB.
+	MemoryLimit string
+	// Threads for DuckDB; default the number of CPUs.
+	Threads int
+	// Progress, when set, is told of each stage as it starts and ends.
+	Progress func(Progress)
+}
+
+// Progress is one step of a run, for a progress display. It never carries
+// an identity number.
+type Progress struct {
+	Stage  string // ingest, identities, cohort, link, report
+	Source string // the source, when the stage is per source
+	Rows   int64  // rows done, when known
+	Done   bool
+	Took   time.Duration
+}
+
+// Result is a finished linkage: the DuckDB database with every source, the
+// resolved identities and the cohort, and the linkage-quality report.
+// The extract stage continues from it; Close removes it.
+type Result struct {
+	Report *Report
+	spec   *JobSpec
+	db     *sql.DB
+	conn   *sql.Conn
+	work   string
+	owned  bool
+	src    []*source
+}
+
+// Close closes the database and removes the work directory if Link made it.
+func (res *Result) Close() error {
+	err := res.conn.Close()
+	if e := res.db.Close(); err == nil {
+		err = e
+	}
+	if res.owned {
+		os.RemoveAll(res.work)
+	}
+	return err
+}
+
+// run is one linkage in progress.
+type run struct {
+	spec    *JobSpec
+	opts    Options
+	conn    *sql.Conn
+	work    string
+	sources []*source
+	history *personnummer.History
+	parser  *personnummer.Parser
+}
+
+// Link ingests every source of spec, resolves every identity, selects the
+// cohort and links the sources to it, and reports on the quality of the
+// linkage. Nothing is pseudonymised or delivered.
+func Link(ctx context.Context, spec *JobSpec, opts Options) (*Result, error) {
+	if opts.MemoryLimit == "" {
+		opts.MemoryLimit = "4GB"
+	}
+	if opts.Threads <= 0 {
+		opts.Threads = runtime.NumCPU()
+	}
+	owned := opts.WorkDir == ""
+	work := opts.WorkDir
+	if owned {
+		var err error
+		if work, err = os.MkdirTemp("", "lopnr-link-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, err
+	}
+	res, err := link(ctx, spec, opts, work)
+	if err != nil {
+		if owned {
+			os.RemoveAll(work)
+		}
+		return nil, err
+	}
+	res.owned = owned
+	return res, nil
+}
+
+func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Result, err error) {
+	db, err := sql.Open("duckdb", filepath.Join(work, "link.duckdb"))
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			conn.Close()
+			db.Close()
+		}
+	}()
+	for _, q := range []string{
+		fmt.Sprintf("SET memory_limit = %s", sqlString(opts.MemoryLimit)),
+		fmt.Sprintf("SET threads = %d", opts.Threads),
+		fmt.Sprintf("SET temp_directory = %s", sqlString(filepath.Join(work, "spill"))),
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("duckdb: %s", sanitize(err))
+		}
+	}
+	r := &run{spec: spec, opts: opts, conn: conn, work: work, parser: personnummer.NewParser(spec.RefDate())}
+	for i, s := range spec.Sources {
+		p, err := spec.Resolve(i)
+		if err != nil {
+			return nil, err
+		}
+		r.sources = append(r.sources, &source{index: i, name: s.Name, file: spec.File(i), profile: p, table: "src_" + s.Name})
+	}
+	for _, src := range r.sources {
+		start := time.Now()
+		r.progress(Progress{Stage: "ingest", Source: src.name})
+		if err := r.ingest(ctx, src); err != nil {
+			return nil, err
+		}
+		r.progress(Progress{Stage: "ingest", Source: src.name, Rows: src.rows, Done: true, Took: time.Since(start)})
+	}
+	// Every source is in the database: from here DuckDB reads no file.
+	if _, err := conn.ExecContext(ctx, "SET enable_external_access = false"); err != nil {
+		return nil, fmt.Errorf("duckdb: %s", sanitize(err))
+	}
+	if err := r.stage(ctx, "identities", r.resolveIdentities); err != nil {
+		return nil, err
+	}
+	if err := r.stage(ctx, "cohort", r.selectCohort); err != nil {
+		return nil, err
+	}
+	var rep *Report
+	if err := r.stage(ctx, "report", func(ctx context.Context) (err error) {
+		rep, err = r.report(ctx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return &Result{Report: rep, spec: spec, db: db, conn: conn, work: work, src: r.sources}, nil
+}
+
+func (r *run) progress(p Progress) {
+	if r.opts.Progress != nil {
+		r.opts.Progress(p)
+	}
+}
+
+func (r *run) stage(ctx context.Context, name string, fn func(context.Context) error) error {
+	start := time.Now()
+	r.progress(Progress{Stage: name})
+	if err := fn(ctx); err != nil {
+		return err
+	}
+	r.progress(Progress{Stage: name, Done: true, Took: time.Since(start)})
+	return nil
+}
+
+func (r *run) sourceNamed(name string) *source {
+	i := slices.IndexFunc(r.sources, func(s *source) bool { return s.name == name })
+	if i < 0 {
+		return nil
+	}
+	return r.sources[i]
+}
+
+// dataSources are the sources reported on and linked: all but the history
+// and the list of re-used numbers.
+func (r *run) dataSources() []*source {
+	var out []*source
+	for _, s := range r.sources {
+		if s.name != r.spec.Identity.History && s.name != r.spec.Identity.Reused {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// resolveIdentities builds the history, then parses every distinct raw
+// identity of every data source once, in Go, with the same code as
+// everywhere else, and stores the results in the table ids. Rows are then
+// joined to ids in DuckDB: no per-row round trip through Go.
+func (r *run) resolveIdentities(ctx context.Context) error {
+	var changes []personnummer.Change
+	var reused []personnummer.Number
+	if h := r.sourceNamed(r.spec.Identity.History); h != nil {
+		var err error
+		if changes, err = r.readHistory(ctx, h); err != nil {
+			return err
+		}
+	}
+	if l := r.sourceNamed(r.spec.Identity.Reused); l != nil {
+		var err error
+		if reused, err = r.readList(ctx, l); err != nil {
+			return err
+		}
+	}
+	r.history = personnummer.NewHistory(changes, reused)
+
+	if _, err := r.conn.ExecContext(ctx, `CREATE TABLE ids (raw VARCHAR, original VARCHAR, canonical VARCHAR, reason VARCHAR, sex VARCHAR, birth DATE, changed BOOLEAN)`); err != nil {
+		return err
+	}
+	var parts []string
+	for _, s := range r.dataSources() {
+		parts = append(parts, fmt.Sprintf("SELECT %s AS raw FROM %s", ident(s.profile.Identity), ident(s.table)))
+	}
+	rows, err := r.conn.QueryContext(ctx, "SELECT DISTINCT raw FROM ("+strings.Join(parts, " UNION ALL ")+") WHERE raw IS NOT NULL")
+	if err != nil {
+		return fmt.Errorf("identities: %s", sanitize(err))
+	}
+	defer rows.Close()
+	var raws []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return err
+		}
+		raws = append(raws, s)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows.Close()
+
+	return r.conn.Raw(func(dc any) error {
+		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", "ids")
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 0, 12)
+		for _, raw := range raws {
+			n := r.parser.Parse(raw)
+			cur, reason := r.history.Resolve(n)
+			if reason == personnummer.OK {
+				reason = cur.LinkReason()
+			}
+			var original, canonical, sex, reasonV any
+			var birth any
+			if n.Valid() {
+				original = string(n.AppendCanonical(buf[:0]))
+			}
+			if reason == personnummer.OK {
+				canonical = string(cur.AppendCanonical(buf[:0]))
+				sex = cur.Sex().String()
+				if bd, ok := cur.BirthDate(); ok {
+					birth = bd
+				}
+			} else {
+				reasonV = reason.String()
+			}
+			changed := reason == personnummer.OK && cur.Key() != n.Key()
+			if err := app.AppendRow(raw, original, canonical, reasonV, sex, birth, changed); err != nil {
+				app.Close()
+				return err
+			}
+		}
+		return app.Close()
+	})
+}
+
+// readHistory reads the history source into changes. An invalid number is
+// an error naming the line, never the number.
+func (r *run) readHistory(ctx context.Context, src *source) ([]personnummer.Change, error) {
+	h := src.profile.History
+	date := "NULL"
+	if h.Date != "" {
+		date = ident(h.Date)
+	}
+	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT %s, %s, %s FROM %s`, ident(h.Old), ident(h.New), date, ident(src.table)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s", src.file, sanitize(err))
+	}
+	defer rows.Close()
+	var out []personnummer.Change
+	line := int64(1)
+	if !src.profile.header {
+		line = 0
+	}
+	for rows.Next() {
+		line++
+		var old, nw, d sql.NullString
+		if err := rows.Scan(&old, &nw, &d); err != nil {
+			return nil, err
+		}
+		c := personnummer.Change{Old: r.parser.Parse(old.String), New: r.parser.Parse(nw.String)}
+		for _, f := range []struct {
+			col string
+			n   personnummer.Number
+		}{{h.Old, c.Old}, {h.New, c.New}} {
+			if !f.n.Valid() {
+				return nil, &FileError{File: src.file, Line: line, Column: f.col, Msg: "invalid identity number (" + f.n.Reason().String() + ")"}
+			}
+		}
+		if d.Valid && strings.TrimSpace(d.String) != "" {
+			t, err := personnummer.ParseDate(strings.TrimSpace(d.String))
+			if err != nil {
+				return nil, &FileError{File: src.file, Line: line, Column: h.Date, Msg: "not a date (want YYYY-MM-DD or YYYYMMDD)"}
+			}
+			c.Date = t
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// readList reads a list source of identity numbers (the re-used numbers).
+func (r *run) readList(ctx context.Context, src *source) ([]personnummer.Number, error) {
+	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT %s FROM %s`, ident(src.profile.Identity), ident(src.table)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s", src.file, sanitize(err))
+	}
+	defer rows.Close()
+	var out []personnummer.Number
+	line := int64(1)
+	if !src.profile.header {
+		line = 0
+	}
+	for rows.Next() {
+		line++
+		var s sql.NullString
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		n := r.parser.Parse(s.String)
+		if !n.Valid() {
+			return nil, &FileError{File: src.file, Line: line, Column: src.profile.Identity, Msg: "invalid identity number (" + n.Reason().String() + ")"}
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// normView is the SQL of a source's rows with their identity resolved:
+// every column, and _canonical (the current number, NULL when not
+// linkable), _reason (why not, NULL when linkable), _original and _changed.
+func normView(s *source) string {
+	return fmt.Sprintf(`(SELECT s.*, i.canonical AS _canonical, coalesce(i.reason, CASE WHEN i.raw IS NULL THEN 'empty' END) AS _reason,
+		i.original AS _original, coalesce(i.changed, false) AS _changed, i.sex AS _sex, i.birth AS _birth
+		FROM %s s LEFT JOIN ids i ON s.%s = i.raw)`, ident(s.table), ident(s.profile.Identity))
+}
