@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/lopnr/lopnr/linkage"
+)
+
+const checkUsage = `Usage: lopnr check [flags] JOB.yaml
+
+Runs ingestion, cohort selection and linking of a job — nothing is
+pseudonymised or delivered — and prints the linkage-quality report: rows per
+source, linkable rows, quarantined rows by reason, persons, cohort members
+found, numbers resolved through the history, and the overlap of the cohort
+across sources. The report holds counts only, never an identity number.
+
+Flags:
+`
+
+func init() {
+	commands["check"] = command{"dry-run a job: link it and report on linkage quality", runCheck}
+}
+
+func runCheck(ctx context.Context, args []string, sio stdio) error {
+	fs := flag.NewFlagSet("lopnr check", flag.ContinueOnError)
+	fs.SetOutput(sio.err)
+	reportPath := fs.String("report", "", "also write the report as JSON to this file")
+	work := fs.String("work", "", "work directory for DuckDB's database and spill files (default: a temporary directory, removed afterwards)")
+	memory := fs.String("memory", "4GB", "DuckDB's memory limit; beyond it, it spills to the work directory")
+	quiet := fs.Bool("q", false, "no progress on standard error")
+	fs.Usage = func() { fmt.Fprint(sio.err, checkUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err.Error()}
+	}
+	if fs.NArg() != 1 {
+		return &usageError{"check takes one job spec file"}
+	}
+	spec, err := linkage.LoadSpec(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	opts := linkage.Options{WorkDir: *work, MemoryLimit: *memory}
+	if !*quiet {
+		opts.Progress = progressPrinter(sio)
+	}
+	res, err := linkage.Link(ctx, spec, opts)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	if *reportPath != "" {
+		b, err := json.MarshalIndent(res.Report, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*reportPath, append(b, '\n'), 0o600); err != nil {
+			return err
+		}
+	}
+	return res.Report.WriteText(sio.out)
+}
+
+// progressPrinter prints each finished stage on standard error.
+func progressPrinter(sio stdio) func(linkage.Progress) {
+	return func(p linkage.Progress) {
+		if !p.Done {
+			return
+		}
+		what := p.Stage
+		if p.Source != "" {
+			what += " " + p.Source
+		}
+		if p.Rows > 0 {
+			fmt.Fprintf(sio.err, "lopnr: %-28s %12d rows  %s\n", what, p.Rows, p.Took.Round(time.Millisecond))
+		} else {
+			fmt.Fprintf(sio.err, "lopnr: %-28s %18s  %s\n", what, "", p.Took.Round(time.Millisecond))
+		}
+	}
+}
