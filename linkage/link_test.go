@@ -2,12 +2,18 @@ package linkage
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func testNumbers(t testing.TB) []string {
@@ -175,5 +181,65 @@ func TestBadFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParquetAndCompressedSources reads a Parquet source, a gzip and a zstd
+// CSV, a latin-1 file and a cohort given as a list.
+func TestParquetAndCompressedSources(t *testing.T) {
+	tn := testNumbers(t)
+	dir := t.TempDir()
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A Parquet file whose identity column is an integer, as some exports have it.
+	if _, err := db.Exec(fmt.Sprintf(`COPY (SELECT * FROM (VALUES (%s::BIGINT, '2020-01-01', 'C07AB02'), (%s::BIGINT, '2021-01-01', 'A10BA02')) t(PNR, EDATUM, ATC))
+		TO '%s' (FORMAT parquet)`, tn[30000], tn[30001], filepath.Join(dir, "lmed.parquet"))); err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("PNR;EDATUM;FDATUM;ATC\n" + tn[30000] + ";2020-01-01;;C07AB02\n" + tn[30002] + ";2020-01-01;;C07AB02\n"))
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "lmed2.csv.gz"), gz.Bytes(), 0o600)
+	enc, _ := zstd.NewWriter(nil)
+	os.WriteFile(filepath.Join(dir, "lmed3.csv.zst"), enc.EncodeAll([]byte("PNR;EDATUM;FDATUM;ATC\n"+tn[30003]+";2020-01-01;;N02BE01\n"), nil), 0o600)
+	os.WriteFile(filepath.Join(dir, "tc.csv"), []byte("Personnummer;Datum;Kod;Text\r\n"+tn[30000]+";2020-02-02;I219;\"Br\xf6stsm\xe4rta; akut\"\r\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "cohort.csv"), []byte("PNR\n"+tn[30000]+"\n"+tn[30003]+"\n"+tn[39000]+"\n"), 0o600)
+	job := `project: formats
+reference_date: 2026-11-25
+profiles:
+  - {name: lmed-parquet, kind: events, format: parquet, identity: PNR, event_date: EDATUM, dates: {EDATUM: YYYY-MM-DD}, codes: [{group: atc, columns: [ATC]}]}
+sources:
+  - {name: lmed_pq, profile: lmed-parquet, path: lmed.parquet}
+  - {name: lmed_gz, profile: lmed, path: lmed2.csv.gz}
+  - {name: lmed_zst, profile: lmed, path: lmed3.csv.zst}
+  - {name: tc, profile: takecare, path: tc.csv, encoding: latin-1}
+  - {name: cohort, profile: cohort-list, path: cohort.csv}
+cohort: {list: cohort}
+`
+	os.WriteFile(filepath.Join(dir, "job.yaml"), []byte(job), 0o600)
+	spec, err := LoadSpec(filepath.Join(dir, "job.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Link(context.Background(), spec, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	rep := res.Report
+	got := map[string][2]int64{}
+	for _, s := range rep.Sources {
+		got[s.Name] = [2]int64{s.Rows, s.CohortPersons}
+	}
+	want := map[string][2]int64{"lmed_pq": {2, 1}, "lmed_gz": {2, 1}, "lmed_zst": {1, 1}, "tc": {1, 1}, "cohort": {3, 3}}
+	if rep.Cohort.Persons != 3 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("cohort %d, sources %v; want 3, %v", rep.Cohort.Persons, got, want)
+	}
+	if rep.Overlap["lmed_pq+lmed_gz+tc+cohort"] != 1 || rep.Overlap["lmed_zst+cohort"] != 1 || rep.Overlap["cohort"] != 1 {
+		t.Errorf("overlap %v", rep.Overlap)
 	}
 }
