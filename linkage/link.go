@@ -54,7 +54,8 @@ type Result struct {
 	src    []*source
 }
 
-// Close closes the database and removes the work directory if Link made it.
+// Close closes the database and removes it, with its spill files: it holds
+// the sources' rows. A work directory that Link made is removed whole.
 func (res *Result) Close() error {
 	err := res.conn.Close()
 	if e := res.db.Close(); err == nil {
@@ -62,8 +63,17 @@ func (res *Result) Close() error {
 	}
 	if res.owned {
 		os.RemoveAll(res.work)
+	} else {
+		removeDatabase(res.work)
 	}
 	return err
+}
+
+// removeDatabase removes what a run leaves in a work directory.
+func removeDatabase(work string) {
+	for _, name := range []string{"link.duckdb", "link.duckdb.wal", "spill"} {
+		os.RemoveAll(filepath.Join(work, name))
+	}
 }
 
 // run is one linkage in progress.
@@ -101,6 +111,8 @@ func Link(ctx context.Context, spec *JobSpec, opts Options) (*Result, error) {
 	if err != nil {
 		if owned {
 			os.RemoveAll(work)
+		} else {
+			removeDatabase(work)
 		}
 		return nil, err
 	}
@@ -208,7 +220,8 @@ func (r *run) dataSources() []*source {
 // resolveIdentities builds the history, then parses every distinct raw
 // identity of every data source once, in Go, with the same code as
 // everywhere else, and stores the results in the table ids. Rows are then
-// joined to ids in DuckDB: no per-row round trip through Go.
+// joined to ids in DuckDB: a source's rows never pass through Go one by
+// one.
 func (r *run) resolveIdentities(ctx context.Context) error {
 	var changes []personnummer.Change
 	var reused []personnummer.Number
@@ -226,65 +239,75 @@ func (r *run) resolveIdentities(ctx context.Context) error {
 	}
 	r.history = personnummer.NewHistory(changes, reused)
 
-	if _, err := r.conn.ExecContext(ctx, `CREATE TABLE ids (raw VARCHAR, original VARCHAR, canonical VARCHAR, reason VARCHAR, sex VARCHAR, birth DATE, changed BOOLEAN)`); err != nil {
-		return err
+	// Each distinct value is parsed once, by a Go function that DuckDB
+	// calls; its answer comes back packed in one string, far cheaper to
+	// hand over than a struct, and is unpacked once into the table ids.
+	if err := duckdb.RegisterScalarUDF(r.conn, "lopnr_identity", identityUDF{r.parser, r.history}); err != nil {
+		return fmt.Errorf("identities: %w", err)
 	}
 	var parts []string
 	for _, s := range r.dataSources() {
 		parts = append(parts, fmt.Sprintf("SELECT %s AS raw FROM %s", ident(s.profile.Identity), ident(s.table)))
 	}
-	rows, err := r.conn.QueryContext(ctx, "SELECT DISTINCT raw FROM ("+strings.Join(parts, " UNION ALL ")+") WHERE raw IS NOT NULL")
-	if err != nil {
+	q := `CREATE TABLE ids AS SELECT raw,
+			nullif(split_part(p, '|', 1), '') AS original,
+			nullif(split_part(p, '|', 2), '') AS canonical,
+			nullif(split_part(p, '|', 3), '') AS reason,
+			nullif(split_part(p, '|', 4), '') AS sex,
+			CAST(nullif(split_part(p, '|', 5), '') AS DATE) AS birth,
+			split_part(p, '|', 6) = 'c' AS changed
+		FROM (SELECT raw, lopnr_identity(raw) AS p FROM (SELECT DISTINCT raw FROM (` + strings.Join(parts, " UNION ALL ") + `) WHERE raw IS NOT NULL))`
+	if _, err := r.conn.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("identities: %s", sanitize(err))
 	}
-	defer rows.Close()
-	var raws []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return err
-		}
-		raws = append(raws, s)
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows.Close()
+	return nil
+}
 
-	return r.conn.Raw(func(dc any) error {
-		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", "ids")
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 0, 12)
-		for _, raw := range raws {
-			n := r.parser.Parse(raw)
-			cur, reason := r.history.Resolve(n)
-			if reason == personnummer.OK {
-				reason = cur.LinkReason()
-			}
-			var original, canonical, sex, reasonV any
-			var birth any
-			if n.Valid() {
-				original = string(n.AppendCanonical(buf[:0]))
-			}
-			if reason == personnummer.OK {
-				canonical = string(cur.AppendCanonical(buf[:0]))
-				sex = cur.Sex().String()
-				if bd, ok := cur.BirthDate(); ok {
-					birth = bd
-				}
-			} else {
-				reasonV = reason.String()
-			}
-			changed := reason == personnummer.OK && cur.Key() != n.Key()
-			if err := app.AppendRow(raw, original, canonical, reasonV, sex, birth, changed); err != nil {
-				app.Close()
-				return err
-			}
-		}
-		return app.Close()
-	})
+// identityUDF is the scalar function lopnr_identity(raw): the raw value
+// parsed and resolved through the history, packed as
+// original|canonical|reason|sex|birth|changed. Parser and History are
+// immutable, so DuckDB may call it from any number of threads.
+type identityUDF struct {
+	parser  *personnummer.Parser
+	history *personnummer.History
+}
+
+func (u identityUDF) Config() duckdb.ScalarFuncConfig {
+	v, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
+	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{v}, ResultTypeInfo: v}
+}
+
+func (u identityUDF) Executor() duckdb.ScalarFuncExecutor {
+	return duckdb.ScalarFuncExecutor{RowExecutor: func(values []driver.Value) (any, error) {
+		raw, _ := values[0].(string)
+		return string(u.pack(make([]byte, 0, 48), raw)), nil
+	}}
+}
+
+// pack appends the packed answer for raw to buf.
+func (u identityUDF) pack(buf []byte, raw string) []byte {
+	n := u.parser.Parse(raw)
+	cur, reason := u.history.Resolve(n)
+	if reason == personnummer.OK {
+		reason = cur.LinkReason()
+	}
+	buf = n.AppendCanonical(buf)
+	buf = append(buf, '|')
+	if reason != personnummer.OK {
+		buf = append(buf, '|')
+		buf = append(buf, reason.String()...)
+		return append(buf, "|||"...)
+	}
+	buf = cur.AppendCanonical(buf)
+	buf = append(buf, '|', '|')
+	buf = append(buf, cur.Sex().String()...)
+	buf = append(buf, '|')
+	buf = cur.AppendBirthDate(buf)
+	buf = append(buf, '|')
+	if cur.Key() != n.Key() {
+		buf = append(buf, 'c')
+	}
+	return buf
 }
 
 // readHistory reads the history source into changes. An invalid number is

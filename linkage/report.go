@@ -61,9 +61,18 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 	var presence []string
 	for i, s := range r.dataSources() {
 		sr := SourceReport{Name: s.name, Profile: r.spec.Sources[s.index].Profile, File: filepath.Base(s.file), Quarantined: map[string]int64{}}
-		rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT _reason, count(*), count(DISTINCT _canonical), count(DISTINCT c.canonical),
-			count(DISTINCT _original) FILTER (WHERE _changed)
-			FROM %s n LEFT JOIN cohort c ON n._canonical = c.canonical GROUP BY _reason`, normView(s)))
+		// One pass over the source's rows, joined to their identities,
+		// down to one row per distinct identity; everything else is
+		// counted from that.
+		agg := ident("agg_" + s.name)
+		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s AS
+			SELECT _reason AS reason, _canonical AS canonical, _original AS original, _changed AS changed, count(*) AS n
+			FROM %s GROUP BY ALL`, agg, normView(s))); err != nil {
+			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
+		}
+		rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT a.reason, sum(a.n)::BIGINT, count(DISTINCT a.canonical), count(DISTINCT c.canonical),
+			count(DISTINCT a.original) FILTER (WHERE a.changed)
+			FROM %s a LEFT JOIN cohort c ON a.canonical = c.canonical GROUP BY a.reason`, agg))
 		if err != nil {
 			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
 		}
@@ -87,8 +96,8 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 		}
 		rows.Close()
 		rep.Sources = append(rep.Sources, sr)
-		presence = append(presence, fmt.Sprintf(`SELECT DISTINCT n._canonical AS canonical, %d AS idx, %s AS name FROM %s n JOIN cohort c ON n._canonical = c.canonical`,
-			i, sqlString(s.name), normView(s)))
+		presence = append(presence, fmt.Sprintf(`SELECT DISTINCT a.canonical, %d AS idx, %s AS name FROM %s a JOIN cohort c ON a.canonical = c.canonical`,
+			i, sqlString(s.name), agg))
 	}
 	if len(presence) > 0 {
 		rows, err := r.conn.QueryContext(ctx, `SELECT key, count(*) FROM (

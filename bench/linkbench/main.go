@@ -11,10 +11,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	"time"
 
 	_ "github.com/duckdb/duckdb-go/v2"
+	"golang.org/x/text/encoding/charmap"
 
 	"github.com/lopnr/lopnr/linkage"
 )
@@ -127,12 +130,19 @@ func baseline(spec *linkage.JobSpec) (int64, error) {
 	db.SetMaxOpenConns(1)
 	var total int64
 	for i, s := range spec.Sources {
-		opts := ""
+		file, opts := spec.File(i), ""
 		switch s.Encoding {
-		case "latin-1", "windows-1252":
+		case "latin-1":
 			opts = ", encoding = 'latin-1'"
+		case "windows-1252":
+			// DuckDB cannot read it: convert first, as a script would
+			// with iconv.
+			file = filepath.Join(dir, s.Name+".utf8")
+			if err := toUTF8(spec.File(i), file); err != nil {
+				return 0, err
+			}
 		}
-		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT * FROM read_csv('%s', all_varchar = true%s)", i, spec.File(i), opts)
+		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT * FROM read_csv('%s', all_varchar = true%s)", i, file, opts)
 		if _, err := db.Exec(q); err != nil {
 			return 0, fmt.Errorf("%s: %v", s.Name, err)
 		}
@@ -143,6 +153,26 @@ func baseline(spec *linkage.JobSpec) (int64, error) {
 		total += n
 	}
 	return total, nil
+}
+
+func toUTF8(in, out string) error {
+	f, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	o, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(o, 256<<10)
+	if _, err := io.Copy(w, charmap.Windows1252.NewDecoder().Reader(f)); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return o.Close()
 }
 
 func fail(err error) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,20 +30,18 @@ func runCheck(ctx context.Context, args []string, sio stdio) error {
 	fs := flag.NewFlagSet("lopnr check", flag.ContinueOnError)
 	fs.SetOutput(sio.err)
 	reportPath := fs.String("report", "", "also write the report as JSON to this file")
-	work := fs.String("work", "", "work directory for DuckDB's database and spill files (default: a temporary directory, removed afterwards)")
+	work := fs.String("work", "", "directory for DuckDB's database and spill files, which are removed when done (default: a new temporary directory)")
 	memory := fs.String("memory", "4GB", "DuckDB's memory limit; beyond it, it spills to the work directory")
 	quiet := fs.Bool("q", false, "no progress on standard error")
 	fs.Usage = func() { fmt.Fprint(sio.err, checkUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+	files, err := parseFlags(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 1 {
+	if len(files) != 1 {
 		return &usageError{"check takes one job spec file"}
 	}
-	spec, err := linkage.LoadSpec(fs.Arg(0))
+	spec, err := linkage.LoadSpec(files[0])
 	if err != nil {
 		return err
 	}

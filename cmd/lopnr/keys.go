@@ -100,11 +100,12 @@ func runKeys(ctx context.Context, args []string, sio stdio) error {
 	var kf keystoreFlags
 	kf.register(fs)
 	fs.Usage = func() { fmt.Fprint(sio.err, keysUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+	rest, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return &usageError{"keys sweep takes no arguments"}
 	}
 	store, where, err := kf.open(ctx)
 	if err != nil {

@@ -87,6 +87,36 @@ func mainWithExit(ctx context.Context, args []string, sio stdio) int {
 	return 1
 }
 
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments (`lopnr check job.yaml --report r.json`), and returns the
+// positional ones. "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseFlags is parseInterspersed with lopnr's usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return nil, &usageError{err.Error()}
+	}
+	return pos, err
+}
+
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: lopnr COMMAND [flags] [args]\n\nCommands:")
 	names := make([]string, 0, len(commands))

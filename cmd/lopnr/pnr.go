@@ -44,11 +44,9 @@ func runPnr(ctx context.Context, args []string, sio stdio) error {
 		fmt.Fprint(sio.err, pnrUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+	files, err := parseFlags(fs, args)
+	if err != nil {
+		return err
 	}
 
 	ref := time.Now()
@@ -90,12 +88,12 @@ func runPnr(ctx context.Context, args []string, sio stdio) error {
 		header += "\tchanged_from"
 	}
 	w.WriteString(header + "\n")
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		if err := writePnrLines(ctx, sio.in, "stdin", p, hist, w); err != nil {
 			return err
 		}
 	}
-	for _, name := range fs.Args() {
+	for _, name := range files {
 		if err := readFile(name, func(r io.Reader) error { return writePnrLines(ctx, r, name, p, hist, w) }); err != nil {
 			return err
 		}
