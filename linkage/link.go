@@ -255,7 +255,8 @@ func (r *run) resolveIdentities(ctx context.Context) error {
 			nullif(split_part(p, '|', 3), '') AS reason,
 			nullif(split_part(p, '|', 4), '') AS sex,
 			CAST(nullif(split_part(p, '|', 5), '') AS DATE) AS birth,
-			split_part(p, '|', 6) = 'c' AS changed
+			split_part(p, '|', 6) = 'c' AS changed,
+			split_part(p, '|', 7) AS kind
 		FROM (SELECT raw, lopnr_identity(raw) AS p FROM (SELECT DISTINCT raw FROM (` + strings.Join(parts, " UNION ALL ") + `) WHERE raw IS NOT NULL))`
 	if _, err := r.conn.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("identities: %s", sanitize(err))
@@ -265,7 +266,7 @@ func (r *run) resolveIdentities(ctx context.Context) error {
 
 // identityUDF is the scalar function lopnr_identity(raw): the raw value
 // parsed and resolved through the history, packed as
-// original|canonical|reason|sex|birth|changed. Parser and History are
+// original|canonical|reason|sex|birth|changed|kind. Parser and History are
 // immutable, so DuckDB may call it from any number of threads.
 type identityUDF struct {
 	parser  *personnummer.Parser
@@ -296,7 +297,8 @@ func (u identityUDF) pack(buf []byte, raw string) []byte {
 	if reason != personnummer.OK {
 		buf = append(buf, '|')
 		buf = append(buf, reason.String()...)
-		return append(buf, "|||"...)
+		buf = append(buf, "||||"...)
+		return append(buf, n.Kind().String()...)
 	}
 	buf = cur.AppendCanonical(buf)
 	buf = append(buf, '|', '|')
@@ -307,7 +309,8 @@ func (u identityUDF) pack(buf []byte, raw string) []byte {
 	if cur.Key() != n.Key() {
 		buf = append(buf, 'c')
 	}
-	return buf
+	buf = append(buf, '|')
+	return append(buf, cur.Kind().String()...)
 }
 
 // readHistory reads the history source into changes. An invalid number is
@@ -384,9 +387,12 @@ func (r *run) readList(ctx context.Context, src *source) ([]personnummer.Number,
 
 // normView is the SQL of a source's rows with their identity resolved:
 // every column, and _canonical (the current number, NULL when not
-// linkable), _reason (why not, NULL when linkable), _original and _changed.
+// linkable), _kind, _reason (why not linkable, NULL when linkable),
+// _original (the number as written, canonical), _changed (resolved
+// through the history to another number), _sex and _birth.
 func normView(s *source) string {
-	return fmt.Sprintf(`(SELECT s.*, i.canonical AS _canonical, coalesce(i.reason, CASE WHEN i.raw IS NULL THEN 'empty' END) AS _reason,
+	return fmt.Sprintf(`(SELECT s.*, i.canonical AS _canonical, coalesce(i.kind, 'invalid') AS _kind,
+		coalesce(i.reason, CASE WHEN i.raw IS NULL THEN 'empty' END) AS _reason,
 		i.original AS _original, coalesce(i.changed, false) AS _changed, i.sex AS _sex, i.birth AS _birth
 		FROM %s s LEFT JOIN ids i ON s.%s = i.raw)`, ident(s.table), ident(s.profile.Identity))
 }

@@ -126,6 +126,14 @@ cohort:
 	if len(rep.Sources) != 2 || rep.Overlap["par+val"] != 2 || rep.Overlap["par"] != 1 || len(rep.Overlap) != 2 {
 		t.Errorf("sources %d, overlap %v", len(rep.Sources), rep.Overlap)
 	}
+	var q strings.Builder
+	if err := res.WriteQuarantine(&q); err != nil {
+		t.Fatal(err)
+	}
+	wantQ := "source;reason;identity;rows\npar;checksum;" + flip(e) + ";1\npar;empty;;1\nval;reused;" + e + ";1\n"
+	if q.String() != wantQ {
+		t.Errorf("quarantine:\n%s\nwant:\n%s", q.String(), wantQ)
+	}
 	var text strings.Builder
 	rep.WriteText(&text)
 	for _, n := range []string{a, b, c, d, e, old, nw} {

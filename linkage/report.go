@@ -3,11 +3,13 @@ package linkage
 import (
 	"context"
 	"database/sql"
+	"encoding/csv"
 	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -55,6 +57,12 @@ type SourceReport struct {
 
 func (r *run) report(ctx context.Context) (*Report, error) {
 	rep := &Report{Project: r.spec.Project, ReferenceDate: r.spec.RefDate().Format("2006-01-02"), Overlap: map[string]int64{}}
+	// The quarantine: every identity value that could not be linked, by
+	// source and reason, with its number of rows. It stays in the run's
+	// database (WriteQuarantine writes it out) and never enters the report.
+	if _, err := r.conn.ExecContext(ctx, `CREATE TABLE quarantine (source VARCHAR, reason VARCHAR, identity VARCHAR, rows BIGINT)`); err != nil {
+		return nil, err
+	}
 	if err := r.conn.QueryRowContext(ctx, `SELECT count(*) FROM cohort`).Scan(&rep.Cohort.Persons); err != nil {
 		return nil, err
 	}
@@ -66,8 +74,13 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 		// counted from that.
 		agg := ident("agg_" + s.name)
 		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s AS
-			SELECT _reason AS reason, _canonical AS canonical, _original AS original, _changed AS changed, count(*) AS n
-			FROM %s GROUP BY ALL`, agg, normView(s))); err != nil {
+			SELECT _reason AS reason, _canonical AS canonical, _original AS original, _changed AS changed,
+				CASE WHEN _reason IS NOT NULL THEN %s END AS raw, count(*) AS n
+			FROM %s GROUP BY ALL`, agg, ident(s.profile.Identity), normView(s))); err != nil {
+			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
+		}
+		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`INSERT INTO quarantine SELECT %s, reason, raw, n FROM %s WHERE reason IS NOT NULL`,
+			sqlString(s.name), agg)); err != nil {
 			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
 		}
 		rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT a.reason, sum(a.n)::BIGINT, count(DISTINCT a.canonical), count(DISTINCT c.canonical),
@@ -170,4 +183,32 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "  %8d  %s\n", rep.Overlap[k], k)
 	}
 	return nil
+}
+
+// WriteQuarantine writes the quarantine as CSV: source, reason, the
+// identity value as written, and its number of rows. It holds identity
+// values: it is for the extraction team, inside the trusted zone, to find
+// and correct the rows; it is never part of a delivery.
+func (res *Result) WriteQuarantine(w io.Writer) error {
+	rows, err := res.conn.QueryContext(context.Background(), `SELECT source, reason, coalesce(identity, ''), rows FROM quarantine ORDER BY source, reason, identity`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cw := csv.NewWriter(w)
+	cw.Comma = ';'
+	cw.Write([]string{"source", "reason", "identity", "rows"})
+	for rows.Next() {
+		var src, reason, id string
+		var n int64
+		if err := rows.Scan(&src, &reason, &id, &n); err != nil {
+			return err
+		}
+		cw.Write([]string{src, reason, id, strconv.FormatInt(n, 10)})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	cw.Flush()
+	return cw.Error()
 }

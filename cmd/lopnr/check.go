@@ -30,6 +30,7 @@ func runCheck(ctx context.Context, args []string, sio stdio) error {
 	fs := flag.NewFlagSet("lopnr check", flag.ContinueOnError)
 	fs.SetOutput(sio.err)
 	reportPath := fs.String("report", "", "also write the report as JSON to this file")
+	quarantinePath := fs.String("quarantine", "", "write the quarantine — every identity value that could not be linked, by source and reason, with its rows — as CSV to this file (mode 0600; it holds identity values: keep it inside the trusted zone)")
 	work := fs.String("work", "", "directory for DuckDB's database and spill files, which are removed when done (default: a new temporary directory)")
 	memory := fs.String("memory", "4GB", "DuckDB's memory limit; beyond it, it spills to the work directory")
 	quiet := fs.Bool("q", false, "no progress on standard error")
@@ -61,6 +62,19 @@ func runCheck(ctx context.Context, args []string, sio stdio) error {
 		}
 		if err := os.WriteFile(*reportPath, append(b, '\n'), 0o600); err != nil {
 			return err
+		}
+	}
+	if *quarantinePath != "" {
+		f, err := os.OpenFile(*quarantinePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		err = res.WriteQuarantine(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", *quarantinePath, err)
 		}
 	}
 	return res.Report.WriteText(sio.out)
