@@ -71,7 +71,7 @@ func (res *Result) Close() error {
 
 // removeDatabase removes what a run leaves in a work directory.
 func removeDatabase(work string) {
-	for _, name := range []string{"link.duckdb", "link.duckdb.wal", "spill"} {
+	for _, name := range []string{"link.duckdb", "link.duckdb.wal", "spill", "out"} {
 		os.RemoveAll(filepath.Join(work, name))
 	}
 }
@@ -161,9 +161,20 @@ func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Res
 		}
 		r.progress(Progress{Stage: "ingest", Source: src.name, Rows: src.rows, Done: true, Took: time.Since(start)})
 	}
-	// Every source is in the database: from here DuckDB reads no file.
-	if _, err := conn.ExecContext(ctx, "SET enable_external_access = false"); err != nil {
-		return nil, fmt.Errorf("duckdb: %s", sanitize(err))
+	// Every source is in the database: from here DuckDB reads no file and
+	// writes only into the work directory's out/, where deliveries are
+	// staged.
+	out := filepath.Join(work, "out") + string(filepath.Separator)
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return nil, err
+	}
+	for _, q := range []string{
+		fmt.Sprintf("SET allowed_directories = [%s]", sqlString(out)),
+		"SET enable_external_access = false",
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("duckdb: %s", sanitize(err))
+		}
 	}
 	if err := r.stage(ctx, "identities", r.resolveIdentities); err != nil {
 		return nil, err

@@ -308,3 +308,6 @@ func profileNames(m map[string]Profile) string {
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
+
+// ExpandColumns expands a column name or a range such as DIA1..DIA30.
+func ExpandColumns(spec string) ([]string, error) { return expandColumns([]string{spec}) }

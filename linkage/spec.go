@@ -170,7 +170,7 @@ func ParseSpec(b []byte, name string) (*JobSpec, error) {
 var (
 	sourceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 	codePrefix = regexp.MustCompile(`^[A-Z0-9]{1,7}$`)
-	transform  = regexp.MustCompile(`^(keep|drop|year|year-month|age-at-index|sex|truncate\(([1-9])\)|blank\(([A-Z0-9]{1,7}(,[A-Z0-9]{1,7})*)\))$`)
+	transform  = regexp.MustCompile(`^(keep|drop|year|year-month|age-at-index|sex|truncate\([1-9]\)|(blank|select)\([A-Z0-9]{1,7}(,[A-Z0-9]{1,7})*\))$`)
 )
 
 // profiles returns the built-in profiles plus the spec's own.
@@ -328,8 +328,8 @@ func (s *JobSpec) validate() []error {
 		if t == "" {
 			t = "keep"
 		}
-		if !transform.MatchString(t) {
-			bad(path+".transform", "%q: want keep, drop, truncate(N), blank(CODE,…), year, year-month, age-at-index or sex", v.Transform)
+		if !transform.MatchString(strings.ReplaceAll(t, " ", "")) {
+			bad(path+".transform", "%q: want keep, drop, truncate(N), blank(CODE,…), select(CODE,…), year, year-month, age-at-index or sex", v.Transform)
 		}
 	}
 	o := s.Outputs

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/keystore"
+	"github.com/lopnr/lopnr/linkage"
+)
+
+func init() {
+	commands["run"] = command{"run a job locally: link, assign LopNr, deliver encrypted files", runRun}
+	commands["decrypt"] = command{"decrypt delivered files with an age identity or a passphrase", runDecrypt}
+	commands["verify"] = command{"verify a delivery's signed manifest and files", runVerify}
+}
+
+const runUsage = `Usage: lopnr run [flags] JOB.yaml
+
+Runs a job on this machine: links the sources, assigns LopNr in the key store
+(local by default, Vault with --vault-addr), and delivers the approved
+variables, compressed and encrypted with age, to a local directory (--out) or
+an S3 bucket (--s3-endpoint, --s3-bucket; keys from $LOPNR_S3_ACCESS_KEY and
+$LOPNR_S3_SECRET_KEY). Files are encrypted to the researchers' age public keys
+(--recipient, repeatable) or to a generated passphrase (--passphrase), shown
+once here and never stored.
+
+Flags:
+`
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+func defaultDataDir(name string) string {
+	return filepath.Join(filepath.Dir(defaultKeystoreDir()), name)
+}
+
+func runRun(ctx context.Context, args []string, sio stdio) error {
+	fs := flag.NewFlagSet("lopnr run", flag.ContinueOnError)
+	fs.SetOutput(sio.err)
+	var kf keystoreFlags
+	kf.register(fs)
+	approvedPath := fs.String("approved", "", "the project's approved variable list (YAML: variables, allow_personnummer); required")
+	var recipients stringsFlag
+	fs.Var(&recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable)")
+	passphrase := fs.Bool("passphrase", false, "encrypt to a generated passphrase instead, printed once on standard error")
+	out := fs.String("out", "deliveries", "local directory for deliveries, when no S3 endpoint is given")
+	s3Endpoint := fs.String("s3-endpoint", os.Getenv("LOPNR_S3_ENDPOINT"), "S3 endpoint URL ($LOPNR_S3_ENDPOINT)")
+	s3Bucket := fs.String("s3-bucket", envOr("LOPNR_S3_BUCKET", "lopnr"), "S3 bucket ($LOPNR_S3_BUCKET)")
+	s3Region := fs.String("s3-region", envOr("LOPNR_S3_REGION", "us-east-1"), "S3 region ($LOPNR_S3_REGION)")
+	signingKey := fs.String("signing-key", envOr("LOPNR_SIGNING_KEY", defaultDataDir("signing.key")), "Ed25519 key that signs manifests, created on first use ($LOPNR_SIGNING_KEY)")
+	memory := fs.String("memory", "2GB", "DuckDB's memory limit; beyond it, it spills to disk")
+	quiet := fs.Bool("q", false, "no progress on standard error")
+	fs.Usage = func() { fmt.Fprint(sio.err, runUsage); fs.PrintDefaults() }
+	files, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return &usageError{"run takes one job spec file"}
+	}
+	if *approvedPath == "" {
+		return &usageError{"--approved is required: the project's approved variable list"}
+	}
+	if (len(recipients) == 0) == !*passphrase {
+		return &usageError{"give --recipient (one or more) or --passphrase"}
+	}
+	specRaw, err := os.ReadFile(files[0])
+	if err != nil {
+		return err
+	}
+	spec, err := linkage.ParseSpec(specRaw, files[0])
+	if err != nil {
+		return err
+	}
+	appr, err := loadApproval(*approvedPath)
+	if err != nil {
+		return err
+	}
+	var recips []age.Recipient
+	var pass string
+	if *passphrase {
+		if pass, err = extract.NewPassphrase(); err != nil {
+			return err
+		}
+		r, err := extract.PassphraseRecipient(pass)
+		if err != nil {
+			return err
+		}
+		recips = []age.Recipient{r}
+	} else if recips, err = extract.ParseRecipients(recipients); err != nil {
+		return err
+	}
+	store, where, err := kf.open(ctx)
+	if err != nil {
+		return err
+	}
+	keys := keystore.New(store, keystore.Options{})
+	if _, err := keys.Project(ctx, spec.Project); errors.Is(err, keystore.ErrNotFound) {
+		p, err := keys.CreateProject(ctx, keystore.ProjectSpec{ID: spec.Project, EPMDnr: spec.EPMDnr})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sio.err, "lopnr: created project %s in %s; its kodnyckel is kept until %s\n", p.ID, where, p.RetainUntil.Format("2006-01-02"))
+	} else if err != nil {
+		return err
+	}
+	var sink extract.Sink
+	if *s3Endpoint != "" {
+		sink, err = extract.NewS3Sink(ctx, extract.S3Config{Endpoint: *s3Endpoint, AccessKey: os.Getenv("LOPNR_S3_ACCESS_KEY"),
+			SecretKey: os.Getenv("LOPNR_S3_SECRET_KEY"), Region: *s3Region, Bucket: *s3Bucket})
+	} else {
+		sink, err = extract.NewDirSink(*out)
+	}
+	if err != nil {
+		return err
+	}
+	signer, err := extract.LoadOrCreateSigner(*signingKey)
+	if err != nil {
+		return err
+	}
+
+	lopts := linkage.Options{MemoryLimit: *memory}
+	dopts := extract.Options{Approval: appr, Keys: keys, Recipients: recips, Passphrase: *passphrase, Sink: sink, Signer: signer, SpecBytes: specRaw}
+	if !*quiet {
+		lopts.Progress = progressPrinter(sio)
+		dopts.Progress = func(p extract.Progress) {
+			if p.Done && p.File != "" {
+				fmt.Fprintf(sio.err, "lopnr: delivered %-28s %12d rows %14d bytes\n", p.File, p.Rows, p.Bytes)
+			}
+		}
+	}
+	res, err := linkage.Link(ctx, spec, lopts)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	m, err := extract.Deliver(ctx, res, dopts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(sio.out, "Delivery %s of project %s: %d files at %s\n", m.Delivery, m.Project, len(m.Files), sink.Location(m.Project, m.Delivery))
+	for _, f := range m.Files {
+		fmt.Fprintf(sio.out, "  %-32s %10d rows %14d bytes\n", f.Name, f.Rows, f.Size)
+	}
+	fmt.Fprintf(sio.out, "Manifest signed by %s\n", signer.PublicKey())
+	if pass != "" {
+		fmt.Fprintf(sio.err, "\nlopnr: the files are encrypted to this passphrase. Send it to the researcher by\n"+
+			"another channel than the files. It is shown once and is not stored anywhere:\n\n    %s\n\n", pass)
+	}
+	return nil
+}
+
+// loadApproval reads an approved variable list.
+func loadApproval(path string) (extract.Approval, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return extract.Approval{}, err
+	}
+	var a extract.Approval
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&a); err != nil {
+		return extract.Approval{}, fmt.Errorf("%s: %v", path, err)
+	}
+	return a, nil
+}
+
+func runDecrypt(ctx context.Context, args []string, sio stdio) error {
+	fs := flag.NewFlagSet("lopnr decrypt", flag.ContinueOnError)
+	fs.SetOutput(sio.err)
+	identity := fs.String("i", "", "age identity file (the researcher's private key)")
+	passFile := fs.String("passphrase-file", "", "file holding the passphrase (- for standard input)")
+	outDir := fs.String("o", "", "directory for the decrypted files (default: beside each file); - writes one file to standard output")
+	fs.Usage = func() {
+		fmt.Fprint(sio.err, "Usage: lopnr decrypt (-i IDENTITY | --passphrase-file FILE) [-o DIR] FILE.csv.zst.age|FILE.parquet.age …\n\nDecrypts delivered files and, for .zst, decompresses them.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	files, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 || (*identity == "") == (*passFile == "") {
+		return &usageError{"give -i IDENTITY or --passphrase-file, and the files"}
+	}
+	var ids []age.Identity
+	if *identity != "" {
+		f, err := os.Open(*identity)
+		if err != nil {
+			return err
+		}
+		ids, err = age.ParseIdentities(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *identity, err)
+		}
+	} else {
+		var r io.Reader = sio.in
+		if *passFile != "-" {
+			f, err := os.Open(*passFile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		line, err := bufio.NewReader(r).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		id, err := age.NewScryptIdentity(strings.TrimSpace(line))
+		if err != nil {
+			return err
+		}
+		ids = []age.Identity{id}
+	}
+	if *outDir == "-" && len(files) != 1 {
+		return &usageError{"-o - writes one file"}
+	}
+	for _, name := range files {
+		if err := decryptFile(name, *outDir, ids, sio.out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decryptFile(name, outDir string, ids []age.Identity, stdout io.Writer) (err error) {
+	in, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	r, err := age.Decrypt(in, ids...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	target := strings.TrimSuffix(name, ".age")
+	if strings.HasSuffix(target, ".zst") {
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer zr.Close()
+		r, target = zr, strings.TrimSuffix(target, ".zst")
+	}
+	var w io.Writer = stdout
+	if outDir != "-" {
+		if outDir != "" {
+			target = filepath.Join(outDir, filepath.Base(target))
+		}
+		f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(target)
+			}
+		}()
+		w = f
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+func runVerify(ctx context.Context, args []string, sio stdio) error {
+	fs := flag.NewFlagSet("lopnr verify", flag.ContinueOnError)
+	fs.SetOutput(sio.err)
+	key := fs.String("key", os.Getenv("LOPNR_SIGNING_PUBKEY"), "the service's public key, ed25519:<base64> ($LOPNR_SIGNING_PUBKEY), or @FILE")
+	fs.Usage = func() {
+		fmt.Fprint(sio.err, "Usage: lopnr verify --key KEY DIR\n\nChecks the signature of DIR/manifest.json and the size and SHA-256 of every file it lists.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	dirs, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(dirs) != 1 || *key == "" {
+		return &usageError{"give --key and one delivery directory"}
+	}
+	pub := *key
+	if strings.HasPrefix(pub, "@") {
+		b, err := os.ReadFile(pub[1:])
+		if err != nil {
+			return err
+		}
+		pub = strings.TrimSpace(string(b))
+	}
+	manifest, err := os.ReadFile(filepath.Join(dirs[0], "manifest.json"))
+	if err != nil {
+		return err
+	}
+	sig, err := os.ReadFile(filepath.Join(dirs[0], "manifest.json.sig"))
+	if err != nil {
+		return err
+	}
+	m, err := extract.VerifyManifest(manifest, sig, pub)
+	if err != nil {
+		return err
+	}
+	var bad int
+	for _, f := range m.Files {
+		size, sum, err := fileSHA256(filepath.Join(dirs[0], f.Name))
+		switch {
+		case err != nil:
+			fmt.Fprintf(sio.out, "MISSING  %s: %v\n", f.Name, err)
+			bad++
+		case size != f.Size || sum != f.SHA256:
+			fmt.Fprintf(sio.out, "ALTERED  %s\n", f.Name)
+			bad++
+		default:
+			fmt.Fprintf(sio.out, "ok       %s (%d rows)\n", f.Name, f.Rows)
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d files do not match the signed manifest", bad, len(m.Files))
+	}
+	fmt.Fprintf(sio.out, "Delivery %s of project %s: signature and all %d files verified\n", m.Delivery, m.Project, len(m.Files))
+	return nil
+}
+
+func fileSHA256(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return n, hex.EncodeToString(h.Sum(nil)), err
+}

@@ -1,0 +1,424 @@
+package extract
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/text/encoding/charmap"
+
+	"github.com/lopnr/lopnr/internal/synth"
+	"github.com/lopnr/lopnr/keystore"
+	"github.com/lopnr/lopnr/keystore/local"
+	"github.com/lopnr/lopnr/linkage"
+	"github.com/lopnr/lopnr/linkage/personnummer"
+)
+
+// testVariables replace the generated job's: every kind of transform.
+const testVariables = `variables:
+  - {source: par_sluten, column: HDIA, transform: truncate(3)}
+  - {source: par_sluten, column: DIA1..DIA3, transform: "blank(I21,I22,E11)"}
+  - {source: par_sluten, column: INDATUM, transform: year-month}
+  - {source: par_sluten, column: OP, transform: truncate(3)}
+  - {source: par_sluten, column: ALDER, transform: age-at-index}
+  - {source: par_sluten, column: KON, transform: sex}
+  - {source: lmed, column: ATC, transform: "select(C07,A10)"}
+  - {source: lmed, column: EDATUM, transform: year}
+  - {source: dors, column: DODSDAT, transform: year-month}
+  - {source: dors, column: ULORSAK, transform: keep}
+  - {source: takecare, column: Text, transform: keep}
+`
+
+// testApproval approves exactly testVariables.
+var testApproval = Approval{Variables: []ApprovedVariable{
+	{Source: "par_sluten", Column: "HDIA", Transforms: []string{"truncate(3)"}},
+	{Source: "par_sluten", Column: "DIA1..DIA30", Transforms: []string{"blank(I,E)"}},
+	{Source: "par_sluten", Column: "INDATUM", Transforms: []string{"year-month"}},
+	{Source: "par_sluten", Column: "OP", Transforms: []string{"truncate(3)"}},
+	{Source: "par_sluten", Column: "ALDER", Transforms: []string{"age-at-index"}},
+	{Source: "par_sluten", Column: "KON", Transforms: []string{"sex"}},
+	{Source: "lmed", Column: "ATC", Transforms: []string{"keep"}},
+	{Source: "lmed", Column: "EDATUM", Transforms: []string{"year-month"}},
+	{Source: "dors", Column: "DODSDAT", Transforms: []string{"keep"}},
+	{Source: "dors", Column: "ULORSAK"},
+	{Source: "takecare", Column: "Text"},
+}}
+
+type fixture struct {
+	dir, out string
+	spec     *linkage.JobSpec
+	specRaw  []byte
+	keys     *keystore.Keystore
+	id       *age.X25519Identity
+	signer   *Signer
+}
+
+// newFixture generates a job, rewrites its variables and outputs, and sets
+// up a local key store, a researcher's identity and a signing key.
+func newFixture(t *testing.T, outputs string) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), out: t.TempDir()}
+	if _, err := synth.Generate(f.dir, synth.Options{Persons: 1500, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(f.dir, "job.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(raw)
+	s = s[:strings.Index(s, "variables:")] + testVariables + outputs
+	f.specRaw = []byte(s)
+	if err := os.WriteFile(filepath.Join(f.dir, "job.yaml"), f.specRaw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if f.spec, err = linkage.LoadSpec(filepath.Join(f.dir, "job.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	store, err := local.Open(filepath.Join(f.dir, "keystore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.keys = keystore.New(store, keystore.Options{})
+	if _, err := f.keys.CreateProject(context.Background(), keystore.ProjectSpec{ID: f.spec.Project, EPMDnr: "2026-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.id, err = age.GenerateX25519Identity(); err != nil {
+		t.Fatal(err)
+	}
+	if f.signer, err = LoadOrCreateSigner(filepath.Join(f.dir, "signing.key")); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) deliver(t *testing.T, appr Approval) (*Manifest, error) {
+	t.Helper()
+	res, err := linkage.Link(context.Background(), f.spec, linkage.Options{MemoryLimit: "1GB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	sink, err := NewDirSink(f.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Deliver(context.Background(), res, Options{
+		Approval: appr, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
+		Sink: sink, Signer: f.signer, SpecBytes: f.specRaw,
+	})
+}
+
+// open decrypts (and decompresses) a delivered file.
+func (f *fixture) open(t *testing.T, m *Manifest, name string) []byte {
+	t.Helper()
+	ct, err := os.ReadFile(filepath.Join(f.out, m.Project, m.Delivery, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := age.Decrypt(bytes.NewReader(ct), f.id)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if strings.HasSuffix(name, ".zst.age") {
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return b
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// scanForIdentities fails the test if any byte sequence of data is an
+// identity number in any form.
+func scanForIdentities(t *testing.T, name string, data []byte) {
+	t.Helper()
+	p := personnummer.NewParser(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	if hasIdentity(p, string(data)) {
+		t.Errorf("%s holds an identity number", name)
+	}
+}
+
+func TestDeliverCSV(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv, delimiter: ';'}\n")
+	m, err := f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(f.out, m.Project, m.Delivery)
+	manifest, _ := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	sig, _ := os.ReadFile(filepath.Join(dir, "manifest.json.sig"))
+	vm, err := VerifyManifest(manifest, sig, f.signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.SpecSHA256 != sha(f.specRaw) || len(vm.Files) != 4 {
+		t.Fatalf("manifest: spec digest %s, %d files", vm.SpecSHA256, len(vm.Files))
+	}
+	if _, err := VerifyManifest(append([]byte(" "), manifest...), sig, f.signer.PublicKey()); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("an altered manifest verified: %v", err)
+	}
+	cohort := map[string]bool{}
+	for _, mf := range vm.Files {
+		ct, _ := os.ReadFile(filepath.Join(dir, mf.Name))
+		if sha(ct) != mf.SHA256 || int64(len(ct)) != mf.Size {
+			t.Errorf("%s: ciphertext does not match the manifest", mf.Name)
+		}
+		plain := f.open(t, vm, mf.Name)
+		if sha(plain) != mf.PlainSHA256 || int64(len(plain)) != mf.PlainSize {
+			t.Errorf("%s: plaintext does not match the manifest", mf.Name)
+		}
+		scanForIdentities(t, mf.Name, plain)
+		scanForIdentities(t, mf.Codebook, f.open2(t, dir, mf.Codebook))
+		r := csv.NewReader(bytes.NewReader(plain))
+		r.Comma = ';'
+		records, err := r.ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", mf.Name, err)
+		}
+		if int64(len(records)-1) != mf.Rows || mf.Rows == 0 {
+			t.Errorf("%s: %d records, manifest says %d rows", mf.Name, len(records)-1, mf.Rows)
+		}
+		header := records[0]
+		if header[0] != "LopNr" {
+			t.Errorf("%s: first column %q", mf.Name, header[0])
+		}
+		prev := 0
+		for _, rec := range records[1:] {
+			n, err := strconv.Atoi(rec[0])
+			if err != nil || n < prev {
+				t.Fatalf("%s: LopNr %q not in order", mf.Name, rec[0])
+			}
+			prev = n
+			cohort[rec[0]] = true
+			for i, v := range rec {
+				checkValue(t, mf.Source, header[i], v)
+			}
+		}
+	}
+	// LopNr are 1..N for the cohort.
+	for i := 1; i <= len(cohort); i++ {
+		if !cohort[strconv.Itoa(i)] && i < len(cohort)/2 {
+			t.Fatalf("LopNr %d missing: not dense", i)
+		}
+	}
+	if readme := f.open2(t, dir, "README.txt"); !bytes.Contains(readme, []byte("age -d -i key.txt")) {
+		t.Errorf("README does not say how to decrypt:\n%s", readme)
+	}
+
+	// A second delivery of the same job gives the same persons the same
+	// LopNr: the same rows.
+	m2, err := f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"par_sluten.csv.zst.age", "lmed.csv.zst.age"} {
+		a, b := sortedLines(f.open(t, m, name)), sortedLines(f.open(t, m2, name))
+		if !slices.Equal(a, b) {
+			t.Errorf("%s differs between two deliveries of the same job", name)
+		}
+	}
+}
+
+func (f *fixture) open2(t *testing.T, dir, name string) []byte {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sortedLines(b []byte) []string {
+	l := strings.Split(string(b), "\n")
+	slices.Sort(l)
+	return l
+}
+
+var (
+	reYearMonth = regexp.MustCompile(`^\d{4}(-\d{2})?$`)
+	reYear      = regexp.MustCompile(`^\d{4}$`)
+)
+
+// checkValue checks one delivered value against its transform.
+func checkValue(t *testing.T, source, col, v string) {
+	t.Helper()
+	if v == "" {
+		return
+	}
+	bad := func(why string) { t.Errorf("%s.%s: %q %s", source, col, v, why) }
+	switch {
+	case col == "HDIA" && len(v) > 3 && v != "BLANKED":
+		bad("longer than truncate(3)")
+	case col == "OP":
+		for _, c := range strings.Fields(v) {
+			if len(c) > 3 && c != "BLANKED" {
+				bad("longer than truncate(3)")
+			}
+		}
+	case strings.HasPrefix(col, "DIA") && v != "BLANKED" && !regexp.MustCompile(`^(I21|I22|E11)`).MatchString(strings.ReplaceAll(v, ".", "")):
+		bad("outside blank(I21,I22,E11) is not BLANKED")
+	case col == "ATC" && !strings.HasPrefix(v, "C07") && !strings.HasPrefix(v, "A10"):
+		bad("outside select(C07,A10)")
+	case col == "INDATUM" && !reYearMonth.MatchString(v), col == "DODSDAT" && !reYearMonth.MatchString(v):
+		bad("is not YYYY-MM")
+	case col == "EDATUM" && !reYear.MatchString(v):
+		bad("is not YYYY")
+	case col == "KON" && v != "M" && v != "F":
+		bad("is not M or F")
+	case col == "ALDER":
+		if n, err := strconv.Atoi(v); err != nil || n < 18 || n > 140 {
+			bad("is not an age of 18 or more")
+		}
+	}
+}
+
+func TestDeliverParquetAndWindows1252(t *testing.T) {
+	f := newFixture(t, "outputs: {format: parquet}\n")
+	m, err := f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range m.Files {
+		if !strings.HasSuffix(mf.Name, ".parquet.age") {
+			t.Errorf("file %s", mf.Name)
+		}
+		plain := f.open(t, m, mf.Name)
+		if !bytes.HasPrefix(plain, []byte("PAR1")) || sha(plain) != mf.PlainSHA256 {
+			t.Errorf("%s: not the Parquet file of the manifest", mf.Name)
+		}
+	}
+
+	f = newFixture(t, "outputs: {format: csv, encoding: windows-1252, line_ending: crlf, delimiter: ','}\n")
+	m, err = f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := f.open(t, m, "takecare.csv.zst.age")
+	if !bytes.Contains(plain, []byte("\r\n")) || bytes.Contains(bytes.ReplaceAll(plain, []byte("\r\n"), nil), []byte("\n")) {
+		t.Error("takecare: line endings are not CRLF")
+	}
+	utf8, err := charmap.Windows1252.NewDecoder().Bytes(plain)
+	if err != nil || !bytes.ContainsAny(utf8, "åäö") || !strings.HasPrefix(string(utf8), "LopNr,") {
+		t.Errorf("takecare: not windows-1252 with Swedish letters and ',' (%v)", err)
+	}
+}
+
+func TestDeliverRefusesWhatIsNotApproved(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv}\n")
+	appr := testApproval
+	appr.Variables = slices.Clone(appr.Variables)
+	appr.Variables[0] = ApprovedVariable{Source: "par_sluten", Column: "HDIA", Transforms: []string{"truncate(2)"}}
+	appr.Variables = slices.DeleteFunc(appr.Variables, func(v ApprovedVariable) bool { return v.Column == "ALDER" })
+	_, err := f.deliver(t, appr)
+	if !errors.Is(err, ErrNotApproved) || !strings.Contains(err.Error(), "variables[0]: par_sluten.HDIA with truncate(3) is not on the project's approved variable list") ||
+		!strings.Contains(err.Error(), "variables[4]: par_sluten.ALDER with age-at-index") {
+		t.Fatalf("err = %v", err)
+	}
+	// Nothing ran: no LopNr was assigned, nothing was staged or published.
+	if n, _ := f.keys.Persons(context.Background(), f.spec.Project); n != 0 {
+		t.Errorf("%d persons got a LopNr although the job was refused", n)
+	}
+	if n := countFiles(f.out); n != 0 {
+		t.Errorf("the sink has %d files after a refused job", n)
+	}
+}
+
+func TestLeakGuardStopsTheDelivery(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv}\n")
+	// Plant an identity number in TakeCare's free text.
+	secret := testNumber(t, 30000)
+	if !personnummer.NewParser(time.Now()).Parse(secret).Valid() {
+		t.Fatal("bad test number")
+	}
+	path := filepath.Join(f.dir, "takecare.csv")
+	raw, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(raw), "\r\n"), "\n")
+	for i := 1; i < len(lines); i++ {
+		// In every row, so that cohort members have it too.
+		line := strings.TrimRight(lines[i], "\r")
+		if strings.HasSuffix(line, "\"") {
+			continue // a quoted free text: leave it
+		}
+		fields := strings.Split(line, ";")
+		fields[len(fields)-1] = "patient said " + secret[2:8] + "-" + secret[8:]
+		lines[i] = strings.Join(fields, ";")
+	}
+	os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	_, err := f.deliver(t, testApproval)
+	var le *LeakError
+	if !errors.As(err, &le) || le.File != "takecare.csv.zst.age" || le.Column != "Text" || le.Values < 1 {
+		t.Fatalf("err = %v, want a LeakError naming takecare's Text", err)
+	}
+	if strings.Contains(err.Error(), secret[2:8]) {
+		t.Fatal("the leak guard's error holds the number")
+	}
+	if n := countFiles(f.out); n != 0 {
+		t.Errorf("a stopped delivery left %d files", n)
+	}
+	// Approved delivery with personnummer passes.
+	appr := testApproval
+	appr.AllowPersonnummer = true
+	if _, err := f.deliver(t, appr); err != nil {
+		t.Fatalf("with personnummer approved: %v", err)
+	}
+}
+
+func TestHasIdentity(t *testing.T) {
+	p := personnummer.NewParser(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	n := testNumber(t, 30000)
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{n, true}, {n[2:], true}, {n[2:8] + "-" + n[8:], true}, {n[:8] + "-" + n[8:], true},
+		{"text " + n[2:8] + "+" + n[8:] + ".", true},
+		{n[:11] + string('0'+(n[11]-'0'+1)%10), false}, {"1" + n, false}, {n + "0", false}, {"2020-01-01", false}, {"I219", false}, {"", false},
+	} {
+		if got := hasIdentity(p, tc.s); got != tc.want {
+			t.Errorf("hasIdentity(case %d) = %t, want %t", len(tc.s), got, tc.want)
+		}
+	}
+}
+
+// testNumber returns line i of Skatteverket's test personnummer.
+func testNumber(t *testing.T, i int) string {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(b), "\n")[i]
+}
+
+// countFiles counts the regular files below dir, staging included.
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,122 @@
+package extract
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/lopnr/lopnr/linkage"
+	"github.com/lopnr/lopnr/linkage/personnummer"
+)
+
+// ErrLeak is wrapped by the leak guard's error.
+var ErrLeak = errors.New("identity numbers in an output")
+
+// LeakError names an output column that holds values shaped like identity
+// numbers with a valid check digit. It never holds a value.
+type LeakError struct {
+	File   string
+	Column string
+	Values int64
+}
+
+func (e *LeakError) Error() string {
+	return fmt.Sprintf("leak guard: %s, column %s: %d values are identity numbers (personnummer, samordningsnummer, interim or reserve numbers with a valid check digit); the delivery is stopped", e.File, e.Column, e.Values)
+}
+
+func (e *LeakError) Unwrap() error { return ErrLeak }
+
+// candidate is a cheap prefilter, run by DuckDB on every value: digits in
+// any of the forms of an identity number (10 or 12 digits, a separator, an
+// interim letter), not inside a longer run of digits. Only values it
+// matches reach the exact check in Go.
+const candidate = `(^|[^0-9])([0-9]{6}|[0-9]{8})[-+]?[0-9TRSUWXJKLMN][0-9]{3}([^0-9]|$)|(^|[^0-9])[0-9]{8}[KMX][0-9]{3}([^0-9]|$)`
+
+// pnrScanUDF is lopnr_has_identity(value): whether any candidate in the
+// value parses as an identity number of any kind. A reference date far
+// ahead makes no birth date "future", so nothing slips through for that.
+type pnrScanUDF struct{ p *personnummer.Parser }
+
+func (u pnrScanUDF) Config() duckdb.ScalarFuncConfig {
+	v, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
+	b, _ := duckdb.NewTypeInfo(duckdb.TYPE_BOOLEAN)
+	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{v}, ResultTypeInfo: b}
+}
+
+func (u pnrScanUDF) Executor() duckdb.ScalarFuncExecutor {
+	return duckdb.ScalarFuncExecutor{RowExecutor: func(values []driver.Value) (any, error) {
+		s, _ := values[0].(string)
+		return hasIdentity(u.p, s), nil
+	}}
+}
+
+// hasIdentity reports whether s holds an identity number in any form:
+// every run of digits, separators and interim or reserve letters of the
+// right lengths is tried.
+func hasIdentity(p *personnummer.Parser, s string) bool {
+	isPart := func(c byte) bool {
+		return c >= '0' && c <= '9' || c == '-' || c == '+' || strings.IndexByte("TRSUWXJKLMN", c) >= 0
+	}
+	for i := 0; i < len(s); {
+		if s[i] < '0' || s[i] > '9' || (i > 0 && s[i-1] >= '0' && s[i-1] <= '9') {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isPart(s[j]) && j-i < 13 {
+			j++
+		}
+		for _, n := range []int{10, 11, 12, 13} {
+			if i+n <= j && (i+n == len(s) || s[i+n] < '0' || s[i+n] > '9') {
+				if p.Parse(s[i : i+n]).Valid() {
+					return true
+				}
+			}
+		}
+		i++
+	}
+	return false
+}
+
+// registerLeakGuard registers lopnr_has_identity on conn (once).
+func registerLeakGuard(conn *sql.Conn) error {
+	p := personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+	err := duckdb.RegisterScalarUDF(conn, "lopnr_has_identity", pnrScanUDF{p})
+	if err != nil && strings.Contains(err.Error(), "already exists") {
+		return nil
+	}
+	return err
+}
+
+// guard scans every column of an output table: one pass, the regular
+// expression in DuckDB over every value, the exact check in Go over what
+// it lets through.
+func guard(ctx context.Context, conn *sql.Conn, table, file string, cols []column) error {
+	var counts []string
+	for _, c := range cols {
+		v := linkage.Ident(c.Name) + "::VARCHAR"
+		counts = append(counts, fmt.Sprintf("count(*) FILTER (WHERE regexp_matches(%s, %s) AND lopnr_has_identity(%s))", v, linkage.SQLString(candidate), v))
+	}
+	row := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(counts, ", "), linkage.Ident(table)))
+	hits := make([]int64, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range hits {
+		ptrs[i] = &hits[i]
+	}
+	if err := row.Scan(ptrs...); err != nil {
+		return fmt.Errorf("leak guard %s: %s", file, linkage.Sanitize(err))
+	}
+	var errs []error
+	for i, n := range hits {
+		if n > 0 {
+			errs = append(errs, &LeakError{File: file, Column: cols[i].Name, Values: n})
+		}
+	}
+	return errors.Join(errs...)
+}
