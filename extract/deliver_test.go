@@ -422,3 +422,63 @@ func countFiles(dir string) int {
 	})
 	return n
 }
+
+func newZstdReader(r io.Reader) (*zstd.Decoder, error) { return zstd.NewReader(r) }
+
+// failingSink fails the second file it is asked to create, as a full disk
+// or a lost connection would half-way through a delivery.
+type failingSink struct {
+	Sink
+	created int
+}
+
+type failingStaging struct {
+	Staging
+	s *failingSink
+}
+
+func (f *failingSink) Begin(ctx context.Context, project, id string) (Staging, error) {
+	st, err := f.Sink.Begin(ctx, project, id)
+	return &failingStaging{st, f}, err
+}
+
+func (f *failingStaging) Create(ctx context.Context, name string) (io.WriteCloser, error) {
+	f.s.created++
+	if f.s.created == 3 {
+		return nil, errors.New("no space left on device")
+	}
+	return f.Staging.Create(ctx, name)
+}
+
+func TestFailureMidwayLeavesNothingAndRetryKeepsLopNr(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv}\n")
+	res, err := linkage.Link(context.Background(), f.spec, linkage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := NewDirSink(f.out)
+	_, err = Deliver(context.Background(), res, Options{Approval: testApproval, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
+		Sink: &failingSink{Sink: sink}, Signer: f.signer, SpecBytes: f.specRaw})
+	res.Close()
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := countFiles(f.out); n != 0 {
+		t.Fatalf("a failed delivery left %d files", n)
+	}
+	persons, _ := f.keys.Persons(context.Background(), f.spec.Project)
+	if persons == 0 {
+		t.Fatal("run numbers were not stored before the outputs")
+	}
+	// The retry succeeds and hands out no new run numbers.
+	m, err := f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.keys.Persons(context.Background(), f.spec.Project); again != persons {
+		t.Fatalf("the retry assigned %d new run numbers", again-persons)
+	}
+	if len(m.Files) != 4 {
+		t.Fatalf("retry delivered %d files", len(m.Files))
+	}
+}
