@@ -179,7 +179,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 		return strings.Compare(a, b)
 	})
-	for _, k := range keys {
+	const shown = 12
+	for i, k := range keys {
+		if i == shown {
+			var rest int64
+			for _, k := range keys[shown:] {
+				rest += rep.Overlap[k]
+			}
+			fmt.Fprintf(w, "  %8d  in %d other combinations (all in the JSON report)\n", rest, len(keys)-shown)
+			break
+		}
 		fmt.Fprintf(w, "  %8d  %s\n", rep.Overlap[k], k)
 	}
 	return nil

@@ -136,9 +136,24 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 		return err
 	}
 
-	lopts := linkage.Options{MemoryLimit: *memory}
 	dopts := extract.Options{Approval: appr, Keys: keys, Recipients: recips, Passphrase: *passphrase, Sink: sink, Signer: signer, SpecBytes: specRaw}
-	if !*quiet {
+	m, _, err := linkAndDeliver(ctx, sio, spec, dopts, *memory, *quiet)
+	if err != nil {
+		return err
+	}
+	printDelivery(sio.out, m, sink, signer)
+	if pass != "" {
+		fmt.Fprintf(sio.err, "\nlopnr: the files are encrypted to this passphrase. Send it to the researcher by\n"+
+			"another channel than the files. It is shown once and is not stored anywhere:\n\n    %s\n\n", pass)
+	}
+	return nil
+}
+
+// linkAndDeliver links a job and delivers it, with progress on standard
+// error unless quiet. It returns the manifest and the linkage report.
+func linkAndDeliver(ctx context.Context, sio stdio, spec *linkage.JobSpec, dopts extract.Options, memory string, quiet bool) (*extract.Manifest, *linkage.Report, error) {
+	lopts := linkage.Options{MemoryLimit: memory}
+	if !quiet {
 		lopts.Progress = progressPrinter(sio)
 		dopts.Progress = func(p extract.Progress) {
 			if p.Done && p.File != "" {
@@ -148,23 +163,22 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	}
 	res, err := linkage.Link(ctx, spec, lopts)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer res.Close()
 	m, err := extract.Deliver(ctx, res, dopts)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	fmt.Fprintf(sio.out, "Delivery %s of project %s: %d files at %s\n", m.Delivery, m.Project, len(m.Files), sink.Location(m.Project, m.Delivery))
+	return m, res.Report, nil
+}
+
+func printDelivery(w io.Writer, m *extract.Manifest, sink extract.Sink, signer *extract.Signer) {
+	fmt.Fprintf(w, "Delivery %s of project %s: %d files at %s\n", m.Delivery, m.Project, len(m.Files), sink.Location(m.Project, m.Delivery))
 	for _, f := range m.Files {
-		fmt.Fprintf(sio.out, "  %-32s %10d rows %14d bytes\n", f.Name, f.Rows, f.Size)
+		fmt.Fprintf(w, "  %-32s %10d rows %14d bytes\n", f.Name, f.Rows, f.Size)
 	}
-	fmt.Fprintf(sio.out, "Manifest signed by %s\n", signer.PublicKey())
-	if pass != "" {
-		fmt.Fprintf(sio.err, "\nlopnr: the files are encrypted to this passphrase. Send it to the researcher by\n"+
-			"another channel than the files. It is shown once and is not stored anywhere:\n\n    %s\n\n", pass)
-	}
-	return nil
+	fmt.Fprintf(w, "Manifest signed by %s\n", signer.PublicKey())
 }
 
 // loadApproval reads an approved variable list.

@@ -111,3 +111,20 @@ func TestRunRefusesBadUse(t *testing.T) {
 		}
 	}
 }
+
+func TestDemo(t *testing.T) {
+	dir := t.TempDir()
+	out, stderr, code := runLopnr(t, "", "demo", "--dir", dir, "--persons", "600")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"The cohort matches the", "signature and all 3 files verified", "Decrypted par_sluten.csv.zst.age"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	csv, err := os.ReadFile(filepath.Join(dir, "decrypted", "par_sluten.csv"))
+	if err != nil || !bytes.HasPrefix(csv, []byte("LopNr;")) {
+		t.Fatalf("decrypted file: %v", err)
+	}
+}
