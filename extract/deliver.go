@@ -56,11 +56,12 @@ type Options struct {
 
 // Progress is one step of a delivery, for a progress display.
 type Progress struct {
-	Stage string // assign, file, publish
+	Stage string // assign, guard, file, publish
 	File  string
 	Rows  int64
 	Bytes int64
 	Done  bool
+	Took  time.Duration
 }
 
 // Deliver extracts the approved variables of every source from a linked
@@ -253,12 +254,20 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 	default:
 		f.Name, f.Format = src.Name+".csv.zst.age", "csv+zstd+age"
 	}
+	guardCSV := false
 	if !opts.Approval.AllowPersonnummer {
-		if err := guard(ctx, conn, table, f.Name, p.Columns); err != nil {
-			return ManifestFile{}, err
+		if format == "parquet" {
+			start := time.Now()
+			if err := guard(ctx, conn, table, f.Name, p.Columns); err != nil {
+				return ManifestFile{}, err
+			}
+			progress(Progress{Stage: "guard", File: f.Name, Rows: f.Rows, Done: true, Took: time.Since(start)})
+		} else {
+			guardCSV = true // on the stream, as DuckDB writes it
 		}
 	}
 	progress(Progress{Stage: "file", File: f.Name, Rows: f.Rows})
+	start := time.Now()
 
 	w, err := staging.Create(ctx, f.Name)
 	if err != nil {
@@ -273,7 +282,7 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 	if format == "parquet" {
 		err = copyParquet(ctx, res, ordered, src.Name, s)
 	} else {
-		err = copyCSV(ctx, res, ordered, src.Name, out, s)
+		err = copyCSV(ctx, res, ordered, f.Name, out, guardCSV, s)
 	}
 	if err == nil {
 		f.Sums, err = s.Close()
@@ -286,7 +295,7 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 		return ManifestFile{}, fmt.Errorf("%s: %w", f.Name, err)
 	}
 	conn.ExecContext(ctx, "DROP TABLE "+linkage.Ident(table))
-	progress(Progress{Stage: "file", File: f.Name, Rows: f.Rows, Bytes: f.Size, Done: true})
+	progress(Progress{Stage: "file", File: f.Name, Rows: f.Rows, Bytes: f.Size, Done: true, Took: time.Since(start)})
 	return f, nil
 }
 
@@ -310,7 +319,7 @@ func copyParquet(ctx context.Context, res *linkage.Result, query, name string, d
 // copyCSV has DuckDB write the output as CSV into a named pipe in the work
 // directory while Go reads it, converts line endings and encoding, and
 // streams it into dst: nothing is held in memory or written to disk.
-func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out linkage.OutputSpec, dst io.Writer) error {
+func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out linkage.OutputSpec, guarded bool, dst io.Writer) error {
 	fifo := filepath.Join(res.OutDir(), name+".pipe")
 	os.Remove(fifo)
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -337,6 +346,9 @@ func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out l
 		}
 		if out.LineEnding == "crlf" {
 			w = &crlfWriter{w: w}
+		}
+		if guarded {
+			w = newCSVGuard(w, name, delim[0], personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
 		}
 		_, err = io.Copy(w, bufio.NewReaderSize(f, 256<<10))
 		if err == nil && enc != nil {

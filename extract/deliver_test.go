@@ -351,20 +351,7 @@ func TestLeakGuardStopsTheDelivery(t *testing.T) {
 	if !personnummer.NewParser(time.Now()).Parse(secret).Valid() {
 		t.Fatal("bad test number")
 	}
-	path := filepath.Join(f.dir, "takecare.csv")
-	raw, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(raw), "\r\n"), "\n")
-	for i := 1; i < len(lines); i++ {
-		// In every row, so that cohort members have it too.
-		line := strings.TrimRight(lines[i], "\r")
-		if strings.HasSuffix(line, "\"") {
-			continue // a quoted free text: leave it
-		}
-		fields := strings.Split(line, ";")
-		fields[len(fields)-1] = "patient said " + secret[2:8] + "-" + secret[8:]
-		lines[i] = strings.Join(fields, ";")
-	}
-	os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	plantInTakeCare(t, f, secret)
 	_, err := f.deliver(t, testApproval)
 	var le *LeakError
 	if !errors.As(err, &le) || le.File != "takecare.csv.zst.age" || le.Column != "Text" || le.Values < 1 {
@@ -481,4 +468,24 @@ func TestFailureMidwayLeavesNothingAndRetryKeepsLopNr(t *testing.T) {
 	if len(m.Files) != 4 {
 		t.Fatalf("retry delivered %d files", len(m.Files))
 	}
+}
+
+// plantInTakeCare puts an identity number into the free text of every
+// unquoted TakeCare row, so that cohort members have it too.
+func plantInTakeCare(t *testing.T, f *fixture, secret string) {
+	t.Helper()
+	path := filepath.Join(f.dir, "takecare.csv")
+	raw, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(raw), "\r\n"), "\n")
+	for i := 1; i < len(lines); i++ {
+		// In every row, so that cohort members have it too.
+		line := strings.TrimRight(lines[i], "\r")
+		if strings.HasSuffix(line, "\"") {
+			continue // a quoted free text: leave it
+		}
+		fields := strings.Split(line, ";")
+		fields[len(fields)-1] = "patient said " + secret[2:8] + "-" + secret[8:]
+		lines[i] = strings.Join(fields, ";")
+	}
+	os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 }

@@ -94,14 +94,26 @@ func registerLeakGuard(conn *sql.Conn) error {
 	return err
 }
 
-// guard scans every column of an output table: one pass, the regular
-// expression in DuckDB over every value, the exact check in Go over what
-// it lets through.
+// guard scans every column of an output table (Parquet outputs; CSV is
+// scanned on the stream by csvGuard): first one regular expression per row
+// over all its values joined, and only if that finds candidates, a pass
+// per column with the exact check, to name the columns.
 func guard(ctx context.Context, conn *sql.Conn, table, file string, cols []column) error {
-	var counts []string
+	var vals []string
 	for _, c := range cols {
-		v := linkage.Ident(c.Name) + "::VARCHAR"
-		counts = append(counts, fmt.Sprintf("count(*) FILTER (WHERE regexp_matches(%s, %s) AND lopnr_has_identity(%s))", v, linkage.SQLString(candidate), v))
+		vals = append(vals, linkage.Ident(c.Name)+"::VARCHAR")
+	}
+	var candidates int64
+	q := fmt.Sprintf("SELECT count(*) FROM %s WHERE regexp_matches(concat_ws(chr(31), %s), %s)", linkage.Ident(table), strings.Join(vals, ", "), linkage.SQLString(candidate))
+	if err := conn.QueryRowContext(ctx, q).Scan(&candidates); err != nil {
+		return fmt.Errorf("leak guard %s: %s", file, linkage.Sanitize(err))
+	}
+	if candidates == 0 {
+		return nil
+	}
+	var counts []string
+	for _, v := range vals {
+		counts = append(counts, fmt.Sprintf("count(*) FILTER (WHERE regexp_matches(%[1]s, %[2]s) AND lopnr_has_identity(%[1]s))", v, linkage.SQLString(candidate)))
 	}
 	row := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(counts, ", "), linkage.Ident(table)))
 	hits := make([]int64, len(cols))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
@@ -156,8 +157,11 @@ func linkAndDeliver(ctx context.Context, sio stdio, spec *linkage.JobSpec, dopts
 	if !quiet {
 		lopts.Progress = progressPrinter(sio)
 		dopts.Progress = func(p extract.Progress) {
-			if p.Done && p.File != "" {
-				fmt.Fprintf(sio.err, "lopnr: delivered %-28s %12d rows %14d bytes\n", p.File, p.Rows, p.Bytes)
+			switch {
+			case p.Done && p.Stage == "guard":
+				fmt.Fprintf(sio.err, "lopnr: leak guard %-27s %12d rows  %s\n", p.File, p.Rows, p.Took.Round(time.Millisecond))
+			case p.Done && p.File != "":
+				fmt.Fprintf(sio.err, "lopnr: delivered %-28s %12d rows  %s, %d bytes\n", p.File, p.Rows, p.Took.Round(time.Millisecond), p.Bytes)
 			}
 		}
 	}
