@@ -1,0 +1,184 @@
+// Package authz decides who may do what in lopnr. Identities come from
+// client certificates (mutual TLS); roles are given per project in a policy
+// file; every RPC names one Action, and Authorize is the one place that
+// says yes or no.
+//
+// The policy file (YAML):
+//
+//	identities:
+//	  "CN=anna.uttag,O=Region Exempel":
+//	    roles: {hjartinfarkt-2026: [extractor]}
+//	  "CN=bo.nyckel,O=Region Exempel":
+//	    roles: {hjartinfarkt-2026: [approver, keyholder]}
+//	  "CN=forskare,O=Universitetet":
+//	    roles: {hjartinfarkt-2026: [researcher]}
+//	  "CN=revisor,O=Region Exempel":
+//	    global: [auditor]
+//	  "CN=drift,O=Region Exempel":
+//	    global: [admin]
+//
+// Global roles hold for every project. The four-eyes rules — the person who
+// submitted a job cannot release its delivery, a re-identification needs a
+// second person — are checked by the services, which know who did what; this
+// package only knows roles.
+package authz
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Role is what an identity may be in a project.
+type Role string
+
+// The roles of DESIGN.md.
+const (
+	Extractor  Role = "extractor"  // registers projects, writes and submits jobs
+	Approver   Role = "approver"   // releases deliveries, extends retention, sets holds
+	Keyholder  Role = "keyholder"  // re-identifies a LopNr with a reason
+	Researcher Role = "researcher" // lists deliveries, gets pre-signed links
+	Partner    Role = "partner"    // key files and blind linkage
+	Auditor    Role = "auditor"    // reads and verifies the audit log
+	Admin      Role = "admin"      // creates projects, runs the sweeper
+)
+
+var roles = []Role{Extractor, Approver, Keyholder, Researcher, Partner, Auditor, Admin}
+
+// Action is one thing an RPC does.
+type Action string
+
+// The actions, with the roles that may take them.
+var allowed = map[Action][]Role{
+	"project.create":   {Admin, Extractor},
+	"project.get":      {Extractor, Approver, Keyholder, Researcher, Auditor, Admin},
+	"project.list":     {Extractor, Approver, Keyholder, Researcher, Partner, Auditor, Admin},
+	"project.extend":   {Approver},
+	"project.hold":     {Approver},
+	"project.destroy":  {Approver, Admin},
+	"job.submit":       {Extractor},
+	"job.get":          {Extractor, Approver, Auditor, Admin},
+	"job.cancel":       {Extractor, Admin},
+	"delivery.list":    {Extractor, Approver, Researcher, Auditor},
+	"delivery.release": {Approver},
+	"delivery.presign": {Researcher, Extractor},
+	"key.reidentify":   {Keyholder},
+	"key.sweep":        {Admin},
+	"key.keyfile":      {Partner},
+	"partner.evaluate": {Partner},
+	"audit.list":       {Auditor, Admin},
+	"audit.verify":     {Auditor, Admin},
+	"system.info":      roles,
+}
+
+// Actions lists every action, sorted.
+func Actions() []Action {
+	out := make([]Action, 0, len(allowed))
+	for a := range allowed {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Policy maps identities to their roles.
+type Policy struct {
+	Identities map[string]IdentityRoles `yaml:"identities"`
+}
+
+// IdentityRoles are one identity's roles.
+type IdentityRoles struct {
+	Roles  map[string][]Role `yaml:"roles"`  // project -> roles
+	Global []Role            `yaml:"global"` // every project
+}
+
+// ErrDenied is wrapped by Authorize's refusals.
+var ErrDenied = errors.New("permission denied")
+
+// DeniedError says who was refused what. It holds no record values.
+type DeniedError struct {
+	Identity string
+	Action   Action
+	Project  string
+}
+
+func (e *DeniedError) Error() string {
+	if e.Project == "" {
+		return fmt.Sprintf("%s may not %s", e.Identity, e.Action)
+	}
+	return fmt.Sprintf("%s may not %s in project %s", e.Identity, e.Action, e.Project)
+}
+
+func (e *DeniedError) Unwrap() error { return ErrDenied }
+
+// Load reads a policy file, refusing unknown fields and roles.
+func Load(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p Policy
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("policy %s: %v", path, err)
+	}
+	for id, r := range p.Identities {
+		if strings.TrimSpace(id) == "" {
+			return nil, fmt.Errorf("policy %s: an empty identity", path)
+		}
+		all := slices.Clone(r.Global)
+		for _, rs := range r.Roles {
+			all = append(all, rs...)
+		}
+		for _, role := range all {
+			if !slices.Contains(roles, role) {
+				return nil, fmt.Errorf("policy %s: identities[%q]: unknown role %q, want one of %v", path, id, role, roles)
+			}
+		}
+	}
+	return &p, nil
+}
+
+// Roles returns an identity's roles in a project (with its global roles).
+func (p *Policy) Roles(identity, project string) []Role {
+	r, ok := p.Identities[identity]
+	if !ok {
+		return nil
+	}
+	out := slices.Clone(r.Global)
+	if project != "" {
+		out = append(out, r.Roles[project]...)
+	}
+	return out
+}
+
+// Authorize says whether identity may take action in project ("" for
+// actions on no project). An unknown action is always refused.
+func (p *Policy) Authorize(identity string, action Action, project string) error {
+	need, ok := allowed[action]
+	if ok {
+		have := p.Roles(identity, project)
+		if project == "" {
+			// An action on no project (list, sweep) needs the role in
+			// some project or globally.
+			if r, found := p.Identities[identity]; found {
+				for _, rs := range r.Roles {
+					have = append(have, rs...)
+				}
+			}
+		}
+		for _, r := range have {
+			if slices.Contains(need, r) {
+				return nil
+			}
+		}
+	}
+	return &DeniedError{Identity: identity, Action: action, Project: project}
+}
