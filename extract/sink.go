@@ -25,7 +25,9 @@ type Sink interface {
 // Staging is a delivery being written.
 type Staging interface {
 	// Create starts a file; the data written to it streams to the sink
-	// (for S3, as a multipart upload of unknown size). Close completes it.
+	// (for S3, as a multipart upload of unknown size). Close completes it;
+	// the writers of both sinks also have CloseWithError(error) error,
+	// which abandons the file (and its upload) when producing it failed.
 	Create(ctx context.Context, name string) (io.WriteCloser, error)
 	// Publish makes every completed file visible under the delivery's
 	// prefix, and removes the staging area.
