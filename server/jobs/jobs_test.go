@@ -1,0 +1,186 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// waitFor polls until cond holds or fails the test after five seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func state(r *Runner, id string) State {
+	j, _ := r.Get(id)
+	return j.State
+}
+
+func TestRunsWatchesAndLimits(t *testing.T) {
+	release := make(chan struct{})
+	var running, most atomic.Int32
+	r, err := Open(Options{Dir: t.TempDir(), Limit: 2, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		report(Event{Stage: "ingest", Source: "par", Rows: 10})
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		if string(j.Spec) == "fail" {
+			return "", errors.New("report: the cohort is empty")
+		}
+		return "delivery-" + j.ID, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var ids []string
+	for _, spec := range []string{"a", "b", "c", "fail"} {
+		j, err := r.Submit("p1", "CN=anna", []byte(spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	events, err := r.Watch(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two running jobs", func() bool { return running.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if most.Load() != 2 {
+		t.Fatalf("%d jobs ran at once, limit 2", most.Load())
+	}
+	close(release)
+	var got []Event
+	for e := range events {
+		got = append(got, e)
+	}
+	if len(got) < 2 || got[len(got)-1].State != Succeeded {
+		t.Fatalf("events %+v: want progress ending in succeeded", got)
+	}
+	sawProgress := false
+	for _, e := range got {
+		sawProgress = sawProgress || (e.Stage == "ingest" && e.Rows == 10)
+	}
+	if !sawProgress {
+		t.Errorf("no progress event in %+v", got)
+	}
+	waitFor(t, "all finished", func() bool { return state(r, ids[3]).Final() && state(r, ids[2]).Final() })
+	if j, _ := r.Get(ids[0]); j.Result != "delivery-"+ids[0] || j.Finished.IsZero() {
+		t.Errorf("job %+v", j)
+	}
+	if j, _ := r.Get(ids[3]); j.State != Failed || j.Error != "report: the cohort is empty" {
+		t.Errorf("failing job %+v", j)
+	}
+	if l := r.List("p1"); len(l) != 4 || len(r.List("p2")) != 0 {
+		t.Errorf("list: %d", len(l))
+	}
+}
+
+func TestCancelAtAnyStage(t *testing.T) {
+	started := make(chan struct{}, 1)
+	r, err := Open(Options{Dir: t.TempDir(), Limit: 1, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return "", ctx.Err()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a, _ := r.Submit("p", "x", nil)
+	b, _ := r.Submit("p", "x", nil) // queued behind a
+	<-started
+	if err := r.Cancel(b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Cancel(a.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both cancelled", func() bool { return state(r, a.ID) == Cancelled && state(r, b.ID) == Cancelled })
+	if err := r.Cancel(a.ID); !errors.Is(err, ErrFinal) {
+		t.Errorf("cancel of a finished job: %v", err)
+	}
+	if _, err := r.Get("nosuch"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get of an unknown job: %v", err)
+	}
+}
+
+// TestRestart: a job that was running when the process died is failed
+// cleanly after its cleanup; a queued one runs.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for _, j := range []Job{
+		{ID: "running1", Project: "p", State: Running, Created: now},
+		{ID: "queued1", Project: "p", State: Queued, Created: now.Add(time.Second)},
+		{ID: "done1", Project: "p", State: Succeeded, Created: now, Result: "d1"},
+	} {
+		b, _ := json.Marshal(j)
+		os.MkdirAll(filepath.Join(dir, "jobs"), 0o700)
+		os.WriteFile(filepath.Join(dir, "jobs", j.ID+".json"), b, 0o600)
+	}
+	var cleaned []string
+	ran := make(chan string, 3)
+	r, err := Open(Options{Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		ran <- j.ID
+		return "ok", nil
+	}, Cleanup: func(j Job) error { cleaned = append(cleaned, j.ID); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if j, _ := r.Get("running1"); j.State != Failed || len(cleaned) != 1 || cleaned[0] != "running1" {
+		t.Fatalf("interrupted job: %+v, cleaned %v", j, cleaned)
+	}
+	if id := <-ran; id != "queued1" {
+		t.Fatalf("ran %s", id)
+	}
+	waitFor(t, "queued job done", func() bool { return state(r, "queued1") == Succeeded })
+	if j, _ := r.Get("done1"); j.State != Succeeded || j.Result != "d1" {
+		t.Fatalf("finished job changed: %+v", j)
+	}
+	// What is on disk says the same.
+	b, _ := os.ReadFile(filepath.Join(dir, "jobs", "running1.json"))
+	var j Job
+	json.Unmarshal(b, &j)
+	if j.State != Failed {
+		t.Fatalf("on disk: %s", j.State)
+	}
+}
+
+func TestShutdownFailsRunningJobs(t *testing.T) {
+	started := make(chan struct{})
+	r, _ := Open(Options{Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		close(started)
+		<-ctx.Done()
+		return "", ctx.Err()
+	}})
+	j, _ := r.Submit("p", "x", nil)
+	<-started
+	r.Close()
+	if got, _ := r.Get(j.ID); got.State != Failed {
+		t.Fatalf("after shutdown: %s %q", got.State, got.Error)
+	}
+}
