@@ -54,6 +54,13 @@ func S3(t testing.TB) S3Env {
 	return S3Env{Endpoint: u.Host, Secure: u.Scheme == "https", AccessKey: vars[1], SecretKey: vars[2], Region: region}
 }
 
+// BaoBinary returns the path of the OpenBao binary the dev stack built,
+// from LOPNR_BAO_BIN, for tests that start a server of their own.
+func BaoBinary(t testing.TB) string {
+	t.Helper()
+	return lookup(t, "LOPNR_BAO_BIN")[0]
+}
+
 // Required reports whether integration tests must run rather than skip.
 func Required() bool {
 	return os.Getenv("CI") == "true" || os.Getenv("LOPNR_INTEGRATION") == "1"

@@ -21,6 +21,7 @@
 // The environment given to COMMAND (and printed by up):
 //
 //	LOPNR_VAULT_ADDR, LOPNR_VAULT_TOKEN                          OpenBao (KV v2 mounted at secret/)
+//	LOPNR_BAO_BIN                                                the bao binary, for tests that start their own
 //	LOPNR_S3_ENDPOINT, LOPNR_S3_ACCESS_KEY, LOPNR_S3_SECRET_KEY, LOPNR_S3_REGION
 //	LOPNR_INTEGRATION=1                                          integration tests must run: a missing server fails them
 package main
@@ -187,7 +188,10 @@ func withStack(tools *toolchain, want map[string]bool, log logf, fn func(env []s
 			return err
 		}
 		log("OpenBao %s up at %s", baoVersion, e[0][len("LOPNR_VAULT_ADDR="):])
+		// The binary too, for tests that start a server of their own
+		// (with TLS, say).
 		env = append(env, e...)
+		env = append(env, "LOPNR_BAO_BIN="+baoBin)
 	}
 	if want["s3"] {
 		s, e, err := startVersityGW(ctx, gwBin, work)
