@@ -673,7 +673,7 @@ func (g *generator) writeSources(dir string) ([]srcResult, error) {
 
 func (g *generator) writeSource(dir string, idx int) (srcResult, error) {
 	d := &sourceDefs[idx]
-	f, err := os.Create(filepath.Join(dir, d.file))
+	f, err := os.OpenFile(filepath.Join(dir, d.file), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return srcResult{}, err
 	}
@@ -718,7 +718,7 @@ func (g *generator) writeIdentityFiles(dir string) error {
 		if err != nil {
 			return err
 		}
-		f, err := os.Create(filepath.Join(dir, def.file))
+		f, err := os.OpenFile(filepath.Join(dir, def.file), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}

@@ -248,7 +248,7 @@ func Generate(dir string, opts Options) (*Truth, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := g.writeIdentityFiles(dir); err != nil {
@@ -263,10 +263,10 @@ func Generate(dir string, opts Options) (*Truth, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, TruthFile), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, TruthFile), append(b, '\n'), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, JobFile), g.jobSpec(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, JobFile), g.jobSpec(), 0o600); err != nil {
 		return nil, err
 	}
 	return truth, nil
