@@ -22,7 +22,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -156,7 +155,7 @@ func data(out string, rows, persons int) error {
 		return err
 	}
 	ns := keystoretest.Generated(persons)
-	cohort, err := os.Create(filepath.Join(out, "cohort.csv"))
+	cohort, err := os.OpenFile(filepath.Join(out, "cohort.csv"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -167,7 +166,7 @@ func data(out string, rows, persons int) error {
 	}
 	cw.Flush()
 	cohort.Close()
-	src, err := os.Create(filepath.Join(out, "big.csv"))
+	src, err := os.OpenFile(filepath.Join(out, "big.csv"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -211,7 +210,5 @@ variables:
 		return err
 	}
 	os.WriteFile(filepath.Join(out, "key.txt"), []byte(id.String()+"\n"), 0o600)
-	var b [1]byte
-	rand.Read(b[:])
-	return os.WriteFile(filepath.Join(out, "recipient.txt"), []byte(id.Recipient().String()+"\n"), 0o600)
+	return os.WriteFile(filepath.Join(out, "recipient.txt"), []byte(id.Recipient().String()+"\n"), 0o644)
 }
