@@ -278,7 +278,10 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 		abortFile(w, err)
 		return ManifestFile{}, err
 	}
-	ordered := fmt.Sprintf(`(SELECT * FROM %s ORDER BY "LopNr")`, linkage.Ident(table))
+	// LopNr first (it is the first column), then every other column:
+	// rows never follow the source's order, and a delivery is the same
+	// bytes every time it is made from the same data.
+	ordered := fmt.Sprintf(`(SELECT * FROM %s ORDER BY ALL)`, linkage.Ident(table))
 	if format == "parquet" {
 		err = copyParquet(ctx, res, ordered, src.Name, s)
 	} else {
