@@ -278,10 +278,15 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 		abortFile(w, err)
 		return ManifestFile{}, err
 	}
-	// LopNr first (it is the first column), then every other column:
-	// rows never follow the source's order, and a delivery is the same
-	// bytes every time it is made from the same data.
-	ordered := fmt.Sprintf(`(SELECT * FROM %s ORDER BY ALL)`, linkage.Ident(table))
+	// By LopNr, ties broken by a hash of the whole row: rows never follow
+	// the source's order, and a delivery made again from the same data is
+	// the same bytes. (ORDER BY ALL does the same but sorts on every column
+	// and took a quarter more memory on a 5 GB delivery.)
+	var cols []string
+	for _, c := range p.Columns {
+		cols = append(cols, linkage.Ident(c.Name))
+	}
+	ordered := fmt.Sprintf(`(SELECT * FROM %s ORDER BY "LopNr", hash(%s))`, linkage.Ident(table), strings.Join(cols, ", "))
 	if format == "parquet" {
 		err = copyParquet(ctx, res, ordered, src.Name, s)
 	} else {
