@@ -38,8 +38,11 @@ type Entry struct {
 	Job      string    `json:"job,omitempty"`
 	Outcome  string    `json:"outcome"` // ok, denied, failed
 	Reason   string    `json:"reason,omitempty"`
-	Prev     string    `json:"prev"` // the previous entry's hash; "" for the first
-	Hash     string    `json:"hash"` // SHA-256 of this entry with Hash empty
+	// Digest is a hex SHA-256 the action produced, such as a destruction
+	// receipt's; unlike Reason it is kept as is, and must be hex.
+	Digest string `json:"digest,omitempty"`
+	Prev   string `json:"prev"` // the previous entry's hash; "" for the first
+	Hash   string `json:"hash"` // SHA-256 of this entry with Hash empty
 }
 
 // hash returns the entry's hash: SHA-256 of its JSON with Hash empty.
@@ -54,6 +57,8 @@ func (e Entry) hash() string {
 // (10 or 12 digits, with or without a separator), checked or not: a reason
 // is free text, and an audit log is no place to test check digits.
 var looksLikeIdentity = regexp.MustCompile(`\d{6}(\d{2})?[-+ ]?[0-9A-Z]\d{3}`)
+
+var hexDigest = regexp.MustCompile(`^([0-9a-f]{64})?$`)
 
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
@@ -89,6 +94,9 @@ func (l *Log) Append(e Entry) (Entry, error) {
 	defer l.mu.Unlock()
 	e.Seq, e.Time, e.Prev = l.seq+1, l.clock().UTC(), l.last
 	e.Reason = looksLikeIdentity.ReplaceAllString(e.Reason, "[redacted]")
+	if !hexDigest.MatchString(e.Digest) {
+		return Entry{}, fmt.Errorf("audit log: digest: want 64 lower-case hex digits")
+	}
 	e.Hash = e.hash()
 	b, err := json.Marshal(e)
 	if err != nil {

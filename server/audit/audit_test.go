@@ -130,3 +130,16 @@ func TestReasonNeverHoldsAnIdentityNumber(t *testing.T) {
 		t.Fatal("the log file holds the digits")
 	}
 }
+
+func TestDigestIsKeptExactlyAndChecked(t *testing.T) {
+	l, _ := Open(filepath.Join(t.TempDir(), "a.log"), nil)
+	defer l.Close()
+	d := strings.Repeat("1234567890", 6) + "abcd" // ten digits in a row: a Reason would redact them
+	e, err := l.Append(Entry{Identity: "x", Action: "key.destroy", Outcome: "ok", Digest: d})
+	if err != nil || e.Digest != d {
+		t.Fatalf("digest %q, %v", e.Digest, err)
+	}
+	if _, err := l.Append(Entry{Identity: "x", Action: "key.destroy", Outcome: "ok", Digest: "19900101-1234"}); err == nil {
+		t.Fatal("a digest that is not hex was kept")
+	}
+}

@@ -1,0 +1,102 @@
+package sweeper
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lopnr/lopnr/keystore"
+	"github.com/lopnr/lopnr/keystore/keystoretest"
+	"github.com/lopnr/lopnr/keystore/local"
+	"github.com/lopnr/lopnr/server/audit"
+)
+
+func TestSweepIsAudited(t *testing.T) {
+	dir := t.TempDir()
+	store, err := local.Open(filepath.Join(dir, "ks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := keystoretest.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC))
+	keys := keystore.New(store, keystore.Options{Clock: clock})
+	ctx := context.Background()
+	for _, id := range []string{"short", "long"} {
+		retain := 10 * 24 * time.Hour
+		if id == "long" {
+			retain = 400 * 24 * time.Hour
+		}
+		if _, err := keys.CreateProject(ctx, keystore.ProjectSpec{ID: id, EPMDnr: "x", RetainUntil: clock.Now().Add(retain)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keys.Assign(ctx, id, keystoretest.Numbers(t, 30)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logPath := filepath.Join(dir, "audit.log")
+	log, err := audit.Open(logPath, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Once(ctx, keys, log); err != nil || len(r) != 0 {
+		t.Fatalf("first sweep: %v, %v", r, err)
+	}
+	clock.Advance(11 * 24 * time.Hour)
+	r, err := Once(ctx, keys, log)
+	if err != nil || len(r) != 1 || r[0].Project != "short" {
+		t.Fatalf("sweep after retention: %+v, %v", r, err)
+	}
+	log.Close()
+	b, _ := os.ReadFile(logPath)
+	text := string(b)
+	if !strings.Contains(text, `"action":"key.destroy","project":"short"`) || !strings.Contains(text, `"digest":"`+r[0].Digest+`"`) || strings.Count(text, "\n") != 1 {
+		t.Fatalf("audit log:\n%s", text)
+	}
+	for _, n := range keystoretest.Numbers(t, 30) {
+		if strings.Contains(text, n.Canonical()) {
+			t.Fatal("the audit log holds an identity number")
+		}
+	}
+	f, _ := os.Open(logPath)
+	defer f.Close()
+	if _, err := audit.Verify(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type failing struct{}
+
+func (failing) Sweep(context.Context) ([]keystore.Receipt, error) {
+	return nil, errors.New("vault unreachable")
+}
+
+func TestFailedSweepIsAuditedAndRunStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	log, _ := audit.Open(path, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		Run(ctx, failing{}, log, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		close(done)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	if h := log.Head(); h.Seq < 2 {
+		t.Fatalf("%d audited sweeps, want several", h.Seq)
+	}
+	log.Close()
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), `"action":"key.sweep"`) || !strings.Contains(string(b), `"outcome":"failed"`) {
+		t.Fatalf("audit log:\n%s", b)
+	}
+}
