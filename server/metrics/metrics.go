@@ -1,0 +1,119 @@
+// Package metrics keeps the server's Prometheus metrics — jobs by state,
+// rows and bytes delivered, job durations — and serves them in the
+// Prometheus text format. It is small on purpose: a few counters and one
+// histogram need no client library. Labels are states, stages and project
+// ids; never a record value.
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Registry holds the metrics.
+type Registry struct {
+	mu        sync.Mutex
+	jobs      map[string]float64 // by state: jobs that reached it
+	rows      map[string]float64 // by project: rows delivered
+	bytes     map[string]float64 // by project: bytes delivered (stored size)
+	durations histogram
+}
+
+// Buckets of the job duration histogram, in seconds.
+var Buckets = []float64{1, 5, 15, 60, 300, 900, 3600, 4 * 3600}
+
+// New returns an empty registry.
+func New() *Registry {
+	return &Registry{jobs: map[string]float64{}, rows: map[string]float64{}, bytes: map[string]float64{},
+		durations: histogram{counts: make([]uint64, len(Buckets))}}
+}
+
+// JobState counts a job reaching a state (queued, running, succeeded, …).
+func (r *Registry) JobState(state string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.jobs[state]++
+}
+
+// Delivered adds a delivered file's rows and bytes to a project's totals.
+func (r *Registry) Delivered(project string, rows, bytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rows[project] += float64(rows)
+	r.bytes[project] += float64(bytes)
+}
+
+// JobDuration observes a finished job's duration in seconds.
+func (r *Registry) JobDuration(seconds float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.durations.observe(seconds)
+}
+
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative
+	sum    float64
+	n      uint64
+}
+
+func (h *histogram) observe(v float64) {
+	h.sum += v
+	h.n++
+	for i, b := range Buckets {
+		if v <= b {
+			h.counts[i]++
+			return
+		}
+	}
+}
+
+// WriteTo writes every metric in the Prometheus text format.
+func (r *Registry) WriteTo(w io.Writer) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	family := func(name, help, typ string, values map[string]float64, label string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		keys := make([]string, 0, len(values))
+		for k := range values {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s{%s=%q} %s\n", name, label, k, num(values[k]))
+		}
+	}
+	family("lopnr_jobs_total", "Jobs that reached each state.", "counter", r.jobs, "state")
+	family("lopnr_delivered_rows_total", "Rows delivered, by project.", "counter", r.rows, "project")
+	family("lopnr_delivered_bytes_total", "Bytes delivered (compressed and encrypted), by project.", "counter", r.bytes, "project")
+	fmt.Fprintf(&b, "# HELP lopnr_job_duration_seconds Duration of finished jobs.\n# TYPE lopnr_job_duration_seconds histogram\n")
+	var cum uint64
+	for i, le := range Buckets {
+		cum += r.durations.counts[i]
+		fmt.Fprintf(&b, "lopnr_job_duration_seconds_bucket{le=%q} %d\n", num(le), cum)
+	}
+	fmt.Fprintf(&b, "lopnr_job_duration_seconds_bucket{le=\"+Inf\"} %d\n", r.durations.n)
+	fmt.Fprintf(&b, "lopnr_job_duration_seconds_sum %s\nlopnr_job_duration_seconds_count %d\n", num(r.durations.sum), r.durations.n)
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}
+
+func num(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return fmt.Sprintf("%d", int64(v))
+	}
+	return fmt.Sprintf("%g", v)
+}
+
+// Handler serves the metrics.
+func (r *Registry) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		r.WriteTo(w)
+	})
+}
