@@ -30,13 +30,12 @@ func dateExpr(col, format string) string {
 // space: a code prefix P matches where ' P' occurs.
 func codesExpr(groups []CodeGroup) string {
 	var parts []string
-	norm := func(e string) string { return fmt.Sprintf("upper(replace(replace(%s, '.', ''), ' ', ''))", e) }
 	for _, g := range groups {
 		for _, c := range g.Columns {
 			if g.Split != "" {
-				parts = append(parts, fmt.Sprintf("array_to_string(list_transform(string_split(trim(%s), %s), x -> %s), ' ')", ident(c), sqlString(g.Split), norm("x")))
+				parts = append(parts, fmt.Sprintf("array_to_string(list_transform(string_split(trim(%s), %s), x -> %s), ' ')", ident(c), sqlString(g.Split), NormCodeSQL("x")))
 			} else {
-				parts = append(parts, norm(ident(c)))
+				parts = append(parts, NormCodeSQL(ident(c)))
 			}
 		}
 	}

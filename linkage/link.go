@@ -338,10 +338,7 @@ func (r *run) readHistory(ctx context.Context, src *source) ([]personnummer.Chan
 	}
 	defer rows.Close()
 	var out []personnummer.Change
-	line := int64(1)
-	if !src.profile.header {
-		line = 0
-	}
+	line := src.headerLines()
 	for rows.Next() {
 		line++
 		var old, nw, d sql.NullString
@@ -369,6 +366,14 @@ func (r *run) readHistory(ctx context.Context, src *source) ([]personnummer.Chan
 	return out, rows.Err()
 }
 
+// headerLines is the number of lines before the first data row.
+func (s *source) headerLines() int64 {
+	if s.profile.header {
+		return 1
+	}
+	return 0
+}
+
 // readList reads a list source of identity numbers (the re-used numbers).
 func (r *run) readList(ctx context.Context, src *source) ([]personnummer.Number, error) {
 	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT %s FROM %s`, ident(src.profile.Identity), ident(src.table)))
@@ -377,10 +382,7 @@ func (r *run) readList(ctx context.Context, src *source) ([]personnummer.Number,
 	}
 	defer rows.Close()
 	var out []personnummer.Number
-	line := int64(1)
-	if !src.profile.header {
-		line = 0
-	}
+	line := src.headerLines()
 	for rows.Next() {
 		line++
 		var s sql.NullString
