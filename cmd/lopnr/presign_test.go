@@ -2,15 +2,11 @@ package main
 
 import (
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"filippo.io/age"
-
-	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/internal/testenv"
 )
 
@@ -18,13 +14,8 @@ import (
 // fetches a file through the link lopnr presign prints.
 func TestRunToS3AndPresign(t *testing.T) {
 	env := testenv.S3(t)
-	dir := t.TempDir()
-	if _, err := synth.Generate(dir, synth.Options{Persons: 500, Seed: 9}); err != nil {
-		t.Fatal(err)
-	}
-	approved := filepath.Join(dir, "approved.yaml")
-	os.WriteFile(approved, []byte(approvedYAML), 0o600)
-	id, _ := age.GenerateX25519Identity()
+	j := newCLIJob(t, 500, 9)
+	dir, approved, id := j.dir, j.approved, j.id
 	t.Setenv("LOPNR_VAULT_ADDR", "")
 	t.Setenv("VAULT_ADDR", "")
 	t.Setenv("LOPNR_S3_ENDPOINT", "http://"+env.Endpoint)

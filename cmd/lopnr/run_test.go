@@ -22,19 +22,33 @@ const approvedYAML = `variables:
   - {source: dors, column: ULORSAK, transforms: ["truncate(3)"]}
 `
 
+// cliJob is a generated job with an approved variable list and a
+// researcher's age identity, for tests that run lopnr as a user does.
+type cliJob struct {
+	dir, approved, idFile string
+	id                    *age.X25519Identity
+}
+
+func newCLIJob(t *testing.T, persons int, seed uint64) cliJob {
+	t.Helper()
+	j := cliJob{dir: t.TempDir()}
+	if _, err := synth.Generate(j.dir, synth.Options{Persons: persons, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	j.approved = filepath.Join(j.dir, "approved.yaml")
+	os.WriteFile(j.approved, []byte(approvedYAML), 0o600)
+	j.id, _ = age.GenerateX25519Identity()
+	j.idFile = filepath.Join(j.dir, "key.txt")
+	os.WriteFile(j.idFile, []byte(j.id.String()+"\n"), 0o600)
+	return j
+}
+
 // TestRunVerifyDecrypt runs a generated job as a user would: lopnr run to
 // a local directory with the local key store, lopnr verify, lopnr decrypt
 // with the researcher's identity, and the same with a passphrase.
 func TestRunVerifyDecrypt(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := synth.Generate(dir, synth.Options{Persons: 800, Seed: 5}); err != nil {
-		t.Fatal(err)
-	}
-	approved := filepath.Join(dir, "approved.yaml")
-	os.WriteFile(approved, []byte(approvedYAML), 0o600)
-	id, _ := age.GenerateX25519Identity()
-	idFile := filepath.Join(dir, "key.txt")
-	os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600)
+	j := newCLIJob(t, 800, 5)
+	dir, approved, id, idFile := j.dir, j.approved, j.id, j.idFile
 	t.Setenv("LOPNR_VAULT_ADDR", "")
 	t.Setenv("VAULT_ADDR", "")
 	t.Setenv("LOPNR_S3_ENDPOINT", "")

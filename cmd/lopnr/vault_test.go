@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"filippo.io/age"
-
-	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/internal/testenv"
 )
 
@@ -20,15 +17,8 @@ import (
 // Vault by a new process's worth of state.
 func TestRunWithVault(t *testing.T) {
 	env := testenv.Vault(t)
-	dir := t.TempDir()
-	if _, err := synth.Generate(dir, synth.Options{Persons: 400, Seed: 21}); err != nil {
-		t.Fatal(err)
-	}
-	approved := filepath.Join(dir, "approved.yaml")
-	os.WriteFile(approved, []byte(approvedYAML), 0o600)
-	id, _ := age.GenerateX25519Identity()
-	idFile := filepath.Join(dir, "key.txt")
-	os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600)
+	j := newCLIJob(t, 400, 21)
+	dir, approved, id, idFile := j.dir, j.approved, j.id, j.idFile
 	t.Setenv("LOPNR_S3_ENDPOINT", "")
 	t.Setenv("LOPNR_VAULT_TOKEN", env.Token)
 	prefix := "lopnr/cli-" + time.Now().Format("150405.000000")
