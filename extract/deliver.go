@@ -99,15 +99,11 @@ func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifes
 		}
 	}
 
-	conn := res.Conn()
 	progress(Progress{Stage: "assign"})
 	if err := assign(ctx, res, spec.Project, opts.Keys); err != nil {
 		return nil, err
 	}
 	progress(Progress{Stage: "assign", Done: true})
-	if err := registerLeakGuard(conn); err != nil {
-		return nil, err
-	}
 
 	staging, err := opts.Sink.Begin(ctx, spec.Project, id)
 	if err != nil {

@@ -111,6 +111,9 @@ func guard(ctx context.Context, conn *sql.Conn, table, file string, cols []colum
 	if candidates == 0 {
 		return nil
 	}
+	if err := registerLeakGuard(conn); err != nil {
+		return err
+	}
 	var counts []string
 	for _, v := range vals {
 		counts = append(counts, fmt.Sprintf("count(*) FILTER (WHERE regexp_matches(%[1]s, %[2]s) AND lopnr_has_identity(%[1]s))", v, linkage.SQLString(candidate)))
