@@ -332,3 +332,31 @@ func (p sourcePlan) selectSQL(src *linkage.LinkedSource) (string, []any) {
 	return fmt.Sprintf(`SELECT %s FROM %s n JOIN cohort c ON n._canonical = c.canonical JOIN lopnr l ON l.canonical = n._canonical`,
 		strings.Join(exprs, ", "), src.View), args
 }
+
+// CheckApproval checks a job spec's variables against a project's approved
+// variable list, without the sources: what a server checks when a job is
+// submitted, before it queues it. It names every variable that is not
+// approved; Deliver checks again, with the sources, before anything runs.
+func CheckApproval(spec *linkage.JobSpec, appr Approval) error {
+	var errs []error
+	for i, v := range spec.Variables {
+		path := fmt.Sprintf("variables[%d]", i)
+		t, err := parseTransform(v.Transform)
+		if err != nil {
+			errs = append(errs, &VariableError{Path: path + ".transform", Msg: err.Error()})
+			continue
+		}
+		cols := []string{v.Column}
+		if t.name != "age-at-index" && t.name != "sex" {
+			if cols, err = linkage.ExpandColumns(v.Column); err != nil {
+				errs = append(errs, &VariableError{Path: path + ".column", Msg: err.Error()})
+				continue
+			}
+		}
+		if !approved(appr, v.Source, cols, t) {
+			errs = append(errs, &VariableError{Path: path, Err: ErrNotApproved,
+				Msg: fmt.Sprintf("%s.%s with %s is not on the project's approved variable list", v.Source, v.Column, t)})
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -363,3 +363,15 @@ func checkDeliveryNames(project, id string) error {
 	}
 	return checkSinkName("delivery", id)
 }
+
+// Abandon removes the staging directory that an interrupted writer left
+// for delivery id of project. A published delivery is left alone.
+func (s *DirSink) Abandon(ctx context.Context, project, id string) error {
+	if err := checkDeliveryNames(project, id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, stagingDir, project, id)); err != nil {
+		return fmt.Errorf("dir sink: abandon %s: %w", s.Location(project, id), err)
+	}
+	return nil
+}

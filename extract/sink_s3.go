@@ -578,3 +578,17 @@ func completedFiles[F any](files map[string]F, state func(F) fileState) ([]strin
 	}
 	return names, nil
 }
+
+// Abandon removes the staged objects and incomplete uploads that an
+// interrupted writer left for delivery id of project. A published
+// delivery is left alone.
+func (s *S3Sink) Abandon(ctx context.Context, project, id string) error {
+	if err := checkDeliveryNames(project, id); err != nil {
+		return err
+	}
+	st := &s3Staging{sink: s, project: project, id: id, files: map[string]*s3File{}}
+	if err := st.removeStaged(ctx); err != nil {
+		return fmt.Errorf("s3 sink: abandon %s: %w", st.location(), err)
+	}
+	return nil
+}

@@ -55,6 +55,75 @@ func runSinkTests(t *testing.T, b sinkBackend) {
 	t.Run("CancelledUpload", func(t *testing.T) { testSinkCancelled(t, b) })
 	t.Run("AbortWhileWriting", func(t *testing.T) { testSinkAbortWhileWriting(t, b) })
 	t.Run("BadNames", func(t *testing.T) { testSinkBadNames(t, b) })
+	t.Run("Abandon", func(t *testing.T) { testSinkAbandon(t, b) })
+}
+
+// abandoner is what a server needs to clean up after a killed writer.
+type abandoner interface {
+	Abandon(ctx context.Context, project, id string) error
+}
+
+// testSinkAbandon leaves a half-written delivery behind, as a killed
+// process does, and removes it by id from a new sink value; a published
+// delivery is left alone.
+func testSinkAbandon(t *testing.T, b sinkBackend) {
+	ctx := context.Background()
+	project, id := "proj-1", newDeliveryID()
+	st, err := b.sink.Begin(ctx, project, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := st.Create(ctx, "done.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeRandom(w, 9, 1000, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = st.Create(ctx, "partial.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeRandom(w, 10, 6<<20, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.staged(t, project, id); len(got) < 2 {
+		t.Fatalf("before Abandon, staged %v, want done.txt and partial.bin", got)
+	}
+	if err := b.sink.(abandoner).Abandon(ctx, project, id); err != nil {
+		t.Fatalf("Abandon: %v", err)
+	}
+	if got := b.staged(t, project, id); len(got) != 0 {
+		t.Errorf("after Abandon, staged %v, want nothing", got)
+	}
+	w.(discarder).CloseWithError(errors.New("the writer is gone"))
+
+	id2 := newDeliveryID()
+	st, err = b.sink.Begin(ctx, project, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, err = st.Create(ctx, "kept.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeRandom(w, 11, 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.sink.(abandoner).Abandon(ctx, project, id2); err != nil {
+		t.Fatalf("Abandon of a published delivery: %v", err)
+	}
+	if got := b.published(t, project, id2); !slices.Equal(got, []string{"kept.txt"}) {
+		t.Errorf("after Abandon of a published delivery, published %v, want [kept.txt]", got)
+	}
 }
 
 var deliverySeq atomic.Int64
