@@ -82,6 +82,10 @@ type Options struct {
 	Work    Work
 	Cleanup Cleanup // may be nil
 	Clock   func() time.Time
+	// Notify, when set, is told of every job that reaches a state
+	// (queued, running, or a final one), after the state is kept; for
+	// metrics, logs and the audit log. It must not block.
+	Notify func(Job)
 }
 
 // Runner runs jobs.
@@ -154,6 +158,7 @@ func Open(opts Options) (*Runner, error) {
 			if err := r.save(&j); err != nil {
 				return nil, err
 			}
+			r.notify(j)
 		case Queued:
 			queued = append(queued, &j)
 		}
@@ -200,13 +205,22 @@ func (r *Runner) Submit(project, submitter string, spec []byte) (Job, error) {
 	j := &Job{ID: now.Format("20060102") + "-" + hex.EncodeToString(b[:]), Project: project, Submitter: submitter,
 		Spec: spec, State: Queued, Created: now, Last: Event{Stage: string(Queued), State: Queued}}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if err := r.save(j); err != nil {
+		r.mu.Unlock()
 		return Job{}, fmt.Errorf("jobs: keep job: %w", err)
 	}
 	r.jobs[j.ID] = j
-	r.startLocked(j)
-	return *j, nil
+	snapshot := *j
+	r.mu.Unlock()
+	r.notify(snapshot) // before the job can start, so that queued comes first
+	r.start(j)
+	return snapshot, nil
+}
+
+func (r *Runner) notify(j Job) {
+	if r.opts.Notify != nil {
+		r.opts.Notify(j)
+	}
 }
 
 func (r *Runner) start(j *Job) {
@@ -244,6 +258,9 @@ func (r *Runner) run(ctx context.Context, id string) {
 	snapshot := *j
 	r.mu.Unlock()
 	r.publish(id, snapshot.Last, false)
+	if err == nil {
+		r.notify(snapshot)
+	}
 	if err != nil {
 		r.finish(id, "", fmt.Errorf("keep job state: %w", err))
 		return
@@ -281,11 +298,14 @@ func (r *Runner) finish(id, result string, err error) {
 	}
 	j.Finished = r.opts.Clock().UTC()
 	j.Last = Event{Stage: string(j.State), State: j.State}
-	r.save(j)
+	saveErr := r.save(j)
 	delete(r.cancels, id)
-	e := j.Last
+	e, snapshot := j.Last, *j
 	r.mu.Unlock()
 	r.publish(id, e, true)
+	if saveErr == nil {
+		r.notify(snapshot)
+	}
 }
 
 // publish sends an event to a job's watchers; a final event closes them.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,5 +184,32 @@ func TestShutdownFailsRunningJobs(t *testing.T) {
 	r.Close()
 	if got, _ := r.Get(j.ID); got.State != Failed {
 		t.Fatalf("after shutdown: %s %q", got.State, got.Error)
+	}
+}
+
+func TestNotifyTellsEveryState(t *testing.T) {
+	var mu sync.Mutex
+	var seen []State
+	r, err := Open(Options{Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		return "d1", nil
+	}, Notify: func(j Job) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, j.State)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	j, err := r.Submit("p", "anna", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the job to finish", func() bool { return state(r, j.ID).Final() })
+	waitFor(t, "three notifications", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []State{Queued, Running, Succeeded}; !slices.Equal(seen, want) {
+		t.Errorf("notified %v, want %v", seen, want)
 	}
 }
