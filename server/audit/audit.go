@@ -63,6 +63,7 @@ var hexDigest = regexp.MustCompile(`^([0-9a-f]{64})?$`)
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
 	mu    sync.Mutex
+	path  string
 	f     *os.File
 	seq   int64
 	last  string
@@ -84,7 +85,7 @@ func Open(path string, clock func() time.Time) (*Log, error) {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Log{f: f, seq: head.Seq, last: head.Hash, clock: clock}, nil
+	return &Log{path: path, f: f, seq: head.Seq, last: head.Hash, clock: clock}, nil
 }
 
 // Append writes an entry (Seq, Time, Prev and Hash are filled in), synced to
@@ -123,6 +124,41 @@ func (l *Log) Head() Head {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Head{l.seq, l.last}
+}
+
+// Verify recomputes the chain of the log as it now is on disk, as
+// [Verify] does: changes made to the file behind the Log's back show.
+func (l *Log) Verify() (Head, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return Head{}, err
+	}
+	defer f.Close()
+	return Verify(f)
+}
+
+// List returns up to limit entries after sequence number after for which
+// keep returns true (keep nil: all), read from disk. It reads entries as
+// they stand and does not verify the chain: [Log.Verify] does.
+func (l *Log) List(after int64, limit int, keep func(Entry) bool) ([]Entry, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Entry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for line := 1; sc.Scan() && len(out) < limit; line++ {
+		var e Entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return out, fmt.Errorf("audit log: line %d: not an audit entry", line)
+		}
+		if e.Seq > after && (keep == nil || keep(e)) {
+			out = append(out, e)
+		}
+	}
+	return out, sc.Err()
 }
 
 // Close closes the log.

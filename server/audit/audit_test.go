@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"os"
 	"path/filepath"
@@ -141,5 +143,42 @@ func TestDigestIsKeptExactlyAndChecked(t *testing.T) {
 	}
 	if _, err := l.Append(Entry{Identity: "x", Action: "key.destroy", Outcome: "ok", Digest: "19900101-1234"}); err == nil {
 		t.Fatal("a digest that is not hex was kept")
+	}
+}
+
+func TestLogListAndVerifyFromDisk(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i, p := range []string{"a", "b", "a", "a"} {
+		if _, err := l.Append(Entry{Identity: "CN=x", Action: "job.submit", Project: p, Outcome: "ok", Job: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := l.List(1, 2, func(e Entry) bool { return e.Project == "a" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Seq != 3 || got[1].Seq != 4 {
+		t.Fatalf("List(after 1, limit 2, project a) = %+v, want entries 3 and 4", got)
+	}
+	if h, err := l.Verify(); err != nil || h.Seq != 4 {
+		t.Fatalf("Verify = %v, %v; want head 4", h, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte(`"job":"2"`))
+	b[i+7] = '9'
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ve *VerifyError
+	if _, err := l.Verify(); !errors.As(err, &ve) || ve.Seq != 3 {
+		t.Fatalf("Verify after one byte changed = %v, want entry 3 named", err)
 	}
 }
