@@ -20,16 +20,6 @@ func init() {
 	commands["demo"] = command{"run a complete linkage and delivery on synthetic data, on this machine", runDemo}
 }
 
-// demoApproval approves the synthetic job's variables.
-const demoApproval = `# The project's approved variable list (from its ethics approval).
-variables:
-  - {source: par_sluten, column: HDIA, transforms: ["truncate(3)"]}
-  - {source: par_sluten, column: INDATUM, transforms: [year-month]}
-  - {source: par_sluten, column: OP}
-  - {source: lmed, column: ATC}
-  - {source: lmed, column: EDATUM, transforms: [year]}
-  - {source: dors, column: ULORSAK, transforms: ["truncate(3)"]}
-`
 
 func runDemo(ctx context.Context, args []string, sio stdio) error {
 	fs := flag.NewFlagSet("lopnr demo", flag.ContinueOnError)
@@ -81,7 +71,7 @@ Flags:
 		return err
 	}
 	approvedPath := filepath.Join(*dir, "approved.yaml")
-	if err := os.WriteFile(approvedPath, []byte(demoApproval), 0o600); err != nil {
+	if err := os.WriteFile(approvedPath, []byte(synth.Approved), 0o600); err != nil {
 		return err
 	}
 	appr, err := loadApproval(approvedPath)

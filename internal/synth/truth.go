@@ -114,3 +114,15 @@ outputs:
 `)
 	return []byte(b.String())
 }
+
+// Approved is an approved variable list, in the YAML that `lopnr run
+// --approved` reads, that approves exactly what job.yaml delivers.
+const Approved = `# The project's approved variable list (from its ethics approval).
+variables:
+  - {source: par_sluten, column: HDIA, transforms: ["truncate(3)"]}
+  - {source: par_sluten, column: INDATUM, transforms: [year-month]}
+  - {source: par_sluten, column: OP}
+  - {source: lmed, column: ATC}
+  - {source: lmed, column: EDATUM, transforms: [year]}
+  - {source: dors, column: ULORSAK, transforms: ["truncate(3)"]}
+`
