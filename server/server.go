@@ -1,15 +1,45 @@
-// Package server wires lopnr's domain packages to gRPC: it serves the lopnr.v1
-// API beside the standard health service and server reflection (so grpcurl
-// works), and owns everything that exists only because of the network —
-// transport security, and later authorisation, the job runner and the audit
-// log. The domain packages (linkage, keystore, extract) know nothing of it.
+// Package server wires lopnr's domain packages to gRPC: it serves the
+// lopnr.v1 API (projects, jobs, deliveries, keys, audit) beside the
+// standard health service and server reflection, so that grpcurl works.
+// It owns everything that exists only because of the network: transport
+// security and identities, authorisation, the persistent job runner, the
+// audit log and metrics. The domain packages (linkage, keystore, extract)
+// know nothing of it.
+//
+// # Calls
+//
+// Every call goes through one interceptor that takes the caller's identity
+// from the verified client certificate (mutual TLS), finds the action and
+// the project the call acts on from a table with one rule per method, asks
+// the policy ([authz.Policy]) whether the identity may take it, audits the
+// outcome in the hash-chained log ([audit.Log]) and maps errors to status
+// codes. Status messages name the field and what was expected; they never
+// hold a record value or internal error text (internal errors are logged
+// under a reference that the message gives).
+//
+// # Four eyes
+//
+// The person who submitted a job cannot release its delivery, and a
+// re-identification needs a second person's approval before the key
+// holder who asked gets the answer, once.
+//
+// # State
+//
+// Projects' settings (EPM dnr, approved variables, recipients), jobs,
+// deliveries and re-identification requests are JSON files in the data
+// directory, written atomically; the kodnyckel and its retention live in
+// the key store.
 package server
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -17,37 +47,124 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/buildinfo"
+	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server/audit"
+	"github.com/lopnr/lopnr/server/authz"
+	"github.com/lopnr/lopnr/server/jobs"
+	"github.com/lopnr/lopnr/server/metrics"
+)
+
+// Sink is where the server publishes deliveries: an extract sink that can
+// also remove what a killed job staged.
+type Sink interface {
+	extract.Sink
+	Abandon(ctx context.Context, project, id string) error
+}
+
+var (
+	_ Sink = (*extract.S3Sink)(nil)
+	_ Sink = (*extract.DirSink)(nil)
 )
 
 // Config is what a Server needs to run.
 type Config struct {
-	// TLS is the server's transport configuration; nil serves plaintext,
-	// which only the --dev mode of lopnrd allows.
+	// TLS is the server's transport configuration; nil serves plaintext
+	// with every caller taken as DevIdentity, which only lopnrd --dev
+	// allows.
 	TLS *tls.Config
+	// DataDir keeps projects, jobs, deliveries and work files.
+	DataDir string
+	// SourceRoot is the directory that job specs' source paths are
+	// relative to; a source outside it is refused.
+	SourceRoot string
+	Policy     *authz.Policy
+	Audit      *audit.Log
+	Keys       *keystore.Keystore
+	Sink       Sink
+	Signer     *extract.Signer
+	Metrics    *metrics.Registry // may be nil
+	Logger     *slog.Logger      // may be nil
+	// JobLimit is how many jobs run at once; default 2.
+	JobLimit int
+	// MemoryLimit is DuckDB's memory limit per job; default 2GB.
+	MemoryLimit string
+	// Clock tells the time; default the system clock.
+	Clock func() time.Time
 }
 
 // Server is the lopnr gRPC server.
 type Server struct {
+	cfg    Config
+	log    *slog.Logger
 	grpc   *grpc.Server
 	health *health.Server
+	jobs   *jobs.Runner
+
+	projects   *records[projectRecord]
+	deliveries *records[deliveryRecord]
+	reidents   *records[reidentRecord]
 }
 
-// New returns a Server with every service registered.
-func New(cfg Config) *Server {
+// New opens the server's state in cfg.DataDir (failing cleanly any job
+// that was running when the server last stopped) and registers every
+// service. Close stops it.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" || cfg.Policy == nil || cfg.Audit == nil || cfg.Keys == nil || cfg.Sink == nil || cfg.Signer == nil {
+		return nil, errors.New("server: DataDir, Policy, Audit, Keys, Sink and Signer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.MemoryLimit == "" {
+		cfg.MemoryLimit = "2GB"
+	}
+	if cfg.SourceRoot == "" {
+		cfg.SourceRoot = filepath.Join(cfg.DataDir, "sources")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	var err error
+	if s.projects, err = openRecords[projectRecord]("project", filepath.Join(cfg.DataDir, "projects")); err != nil {
+		return nil, err
+	}
+	if s.deliveries, err = openRecords[deliveryRecord]("delivery", filepath.Join(cfg.DataDir, "deliveries")); err != nil {
+		return nil, err
+	}
+	if s.reidents, err = openRecords[reidentRecord]("re-identification", filepath.Join(cfg.DataDir, "reidentifications")); err != nil {
+		return nil, err
+	}
+	if s.jobs, err = jobs.Open(jobs.Options{Dir: cfg.DataDir, Limit: cfg.JobLimit, Work: s.work,
+		Cleanup: s.cleanup, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
+		return nil, err
+	}
 	var opts []grpc.ServerOption
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	opts = append(opts, grpc.UnaryInterceptor(s.unary), grpc.StreamInterceptor(s.stream))
+	s.grpc, s.health = grpc.NewServer(opts...), health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	lopnrv1.RegisterSystemServiceServer(s.grpc, systemService{})
+	lopnrv1.RegisterProjectServiceServer(s.grpc, projectService{s: s})
+	lopnrv1.RegisterJobServiceServer(s.grpc, jobService{s: s})
+	lopnrv1.RegisterDeliveryServiceServer(s.grpc, deliveryService{s: s})
+	lopnrv1.RegisterKeyServiceServer(s.grpc, keyService{s: s})
+	lopnrv1.RegisterAuditServiceServer(s.grpc, auditService{s: s})
 	reflection.Register(s.grpc)
-	return s
+	return s, nil
 }
 
-// Serve serves on l until ctx ends, then drains in-flight calls and returns.
+// Serve serves on l until ctx ends, then drains in-flight calls, stops
+// running jobs (they fail as interrupted; nothing is published) and
+// returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	stopped := make(chan struct{})
@@ -55,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		defer close(stopped)
 		<-ctx.Done()
 		s.health.Shutdown()
+		s.jobs.Close() // ends watch streams with the jobs' final state
 		s.grpc.GracefulStop()
 	}()
 	err := s.grpc.Serve(l)
@@ -67,6 +185,38 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
+// Close stops the job runner; for a Server that never served.
+func (s *Server) Close() { s.jobs.Close() }
+
+// jobChanged is told of every state a job reaches: metrics, log, and an
+// audit entry for the final state.
+func (s *Server) jobChanged(j jobs.Job) {
+	s.cfg.Metrics.JobState(string(j.State))
+	s.log.Info("job", "job", j.ID, "project", j.Project, "state", string(j.State))
+	if !j.State.Final() {
+		return
+	}
+	if !j.Started.IsZero() {
+		s.cfg.Metrics.JobDuration(j.Finished.Sub(j.Started).Seconds())
+	}
+	outcome := map[jobs.State]string{jobs.Succeeded: "ok", jobs.Failed: "failed", jobs.Cancelled: "cancelled"}[j.State]
+	if _, err := s.cfg.Audit.Append(audit.Entry{Identity: "lopnrd/jobs", Action: "job.finish", Project: j.Project, Job: j.ID,
+		Outcome: outcome, Reason: j.Error}); err != nil {
+		s.log.Error("audit log append failed", "err", err, "job", j.ID)
+	}
+}
+
+// cleanup removes what a job killed with the server left: its staged
+// delivery and its work directory.
+func (s *Server) cleanup(j jobs.Job) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := s.cfg.Sink.Abandon(ctx, j.Project, j.ID)
+	return errors.Join(err, os.RemoveAll(s.workDir(j.ID)))
+}
+
+func (s *Server) workDir(job string) string { return filepath.Join(s.cfg.DataDir, "work", job) }
+
 type systemService struct {
 	lopnrv1.UnimplementedSystemServiceServer
 }
@@ -75,3 +225,4 @@ func (systemService) GetInfo(context.Context, *lopnrv1.GetInfoRequest) (*lopnrv1
 	bi := buildinfo.Read()
 	return &lopnrv1.GetInfoResponse{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion}, nil
 }
+

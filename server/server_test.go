@@ -2,109 +2,205 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
+	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/internal/testpki"
+	"github.com/lopnr/lopnr/keystore"
+	"github.com/lopnr/lopnr/keystore/local"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server/audit"
+	"github.com/lopnr/lopnr/server/authz"
 )
 
-// serve starts a Server on a loopback port and stops it when the test ends.
-func serve(t *testing.T, cfg Config) string {
+// fixture is a server with a local key store and a directory sink, served
+// on a loopback port, and the CA that signs its callers' certificates.
+type fixture struct {
+	t       *testing.T
+	dir     string
+	addr    string
+	ca      *testpki.CA
+	srv     *Server
+	logs    *syncBuffer
+	auditFn string
+}
+
+// syncBuffer collects the server's log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testPolicy gives roles to the test's identities.
+const testPolicy = `identities:
+  "CN=anna,O=Region Test":   {roles: {p1: [extractor]}}
+  "CN=bo,O=Region Test":     {roles: {p1: [approver, keyholder]}}
+  "CN=cecilia,O=Region Test": {roles: {p1: [keyholder, approver]}}
+  "CN=forskare,O=Region Test": {roles: {p1: [researcher]}}
+  "CN=annan,O=Region Test":  {roles: {p2: [researcher]}}
+  "CN=revisor,O=Region Test": {global: [auditor]}
+  "CN=drift,O=Region Test":  {global: [admin]}
+`
+
+// newFixture starts a server over mutual TLS (plaintext with dev).
+func newFixture(t *testing.T, dev bool) *fixture {
 	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), ca: testpki.NewCA(t), logs: &syncBuffer{}}
+	policyFile := filepath.Join(f.dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(testPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policy, err := authz.Load(policyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.auditFn = filepath.Join(f.dir, "audit.log")
+	alog, err := audit.Open(f.auditFn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { alog.Close() })
+	store, err := local.Open(filepath.Join(f.dir, "keystore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := extract.NewDirSink(filepath.Join(f.dir, "deliveries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := extract.LoadOrCreateSigner(filepath.Join(f.dir, "signing.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: filepath.Join(f.dir, "data"), SourceRoot: filepath.Join(f.dir, "sources"), Policy: policy, Audit: alog,
+		Keys: keystore.New(store, keystore.Options{}), Sink: sink, Signer: signer, MemoryLimit: "1GB",
+		Logger: slog.New(slog.NewJSONHandler(f.logs, nil))}
+	if !dev {
+		cert := f.ca.Issue(t, "lopnrd", true)
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.ca.Pool(),
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	}
+	if f.srv, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.addr = l.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(cfg).Serve(ctx, l) }()
+	go func() { done <- f.srv.Serve(ctx, l) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return l.Addr().String()
+	return f
+}
+
+// conn returns a connection as the named identity ("" for plaintext).
+func (f *fixture) conn(name string) *grpc.ClientConn {
+	f.t.Helper()
+	creds := insecure.NewCredentials()
+	if name != "" {
+		creds = credentials.NewTLS(f.ca.ClientTLS(f.ca.Issue(f.t, name, false)))
+	}
+	c, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func wantCode(t *testing.T, what string, err error, code codes.Code, msg string) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != code || !strings.Contains(st.Message(), msg) {
+		t.Fatalf("%s: %v, want %v with a message containing %q", what, err, code, msg)
+	}
+}
+
+func researcherKey(t *testing.T) *age.HybridIdentity {
+	id, err := age.GenerateHybridIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func TestHealthAndInfoPlaintext(t *testing.T) {
-	addr := serve(t, Config{})
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	f := newFixture(t, true)
+	c := f.conn("")
+	h, err := healthpb.NewHealthClient(c).Check(ctx(t), &healthpb.HealthCheckRequest{})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health check: %v, %v", h, err)
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatalf("health check: %v", err)
+	// Without TLS every caller is DevIdentity, which the policy does not
+	// know: the system service needs no role, the others are refused.
+	info, err := lopnrv1.NewSystemServiceClient(c).GetInfo(ctx(t), &lopnrv1.GetInfoRequest{})
+	if err != nil || info.Version == "" || info.GoVersion == "" {
+		t.Fatalf("GetInfo = %v, %v; want a version and a Go version", info, err)
 	}
-	if h.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health status %v, want SERVING", h.Status)
-	}
-	info, err := lopnrv1.NewSystemServiceClient(conn).GetInfo(ctx, &lopnrv1.GetInfoRequest{})
-	if err != nil {
-		t.Fatalf("GetInfo: %v", err)
-	}
-	if info.Version == "" || info.GoVersion == "" {
-		t.Fatalf("GetInfo = %v, want a version and a Go version", info)
-	}
+	_, err = lopnrv1.NewProjectServiceClient(c).GetProject(ctx(t), &lopnrv1.GetProjectRequest{Id: "p1"})
+	wantCode(t, "GetProject as the unknown dev identity", err, codes.PermissionDenied, DevIdentity)
 }
 
 func TestMutualTLSRequiresClientCertificate(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey := newCA(t)
-	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)
-	serverCert := issue(t, ca, caKey, "lopnrd", true)
-	writeKeyPair(t, dir, "server", serverCert)
-	cfg, err := MutualTLS(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, Config{TLS: cfg})
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-
-	check := func(certs []tls.Certificate) error {
-		creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: certs})
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	f := newFixture(t, false)
+	check := func(creds credentials.TransportCredentials) error {
+		c, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return err
 		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		defer c.Close()
+		_, err = healthpb.NewHealthClient(c).Check(ctx(t), &healthpb.HealthCheckRequest{})
 		return err
 	}
-	if err := check(nil); err == nil {
+	if err := check(credentials.NewTLS(&tls.Config{RootCAs: f.ca.Pool()})); err == nil {
 		t.Fatal("a client without a certificate was served")
 	}
-	client := issue(t, ca, caKey, "uttag@region.example", false)
-	if err := check([]tls.Certificate{client}); err != nil {
+	if err := check(credentials.NewTLS(f.ca.ClientTLS(f.ca.Issue(t, "anna", false)))); err != nil {
 		t.Fatalf("a client with a certificate from the CA was refused: %v", err)
 	}
-	otherCA, otherKey := newCA(t)
-	stranger := issue(t, otherCA, otherKey, "stranger", false)
-	if err := check([]tls.Certificate{stranger}); err == nil {
+	other := testpki.NewCA(t)
+	if err := check(credentials.NewTLS(&tls.Config{RootCAs: f.ca.Pool(), Certificates: []tls.Certificate{other.Issue(t, "anna", false)}})); err == nil {
 		t.Fatal("a client with a certificate from another CA was served")
 	}
 }
@@ -116,70 +212,35 @@ func TestMutualTLSErrorsNameTheFile(t *testing.T) {
 	}
 }
 
-func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+// TestEveryMethodHasARule fails when a method is served that the
+// interceptor has no authorisation rule for (it would refuse every call).
+func TestEveryMethodHasARule(t *testing.T) {
+	f := newFixture(t, true)
+	n := 0
+	for svc, info := range f.srv.grpc.GetServiceInfo() {
+		if !strings.HasPrefix(svc, "lopnr.") {
+			continue
+		}
+		for _, m := range info.Methods {
+			n++
+			full := "/" + svc + "/" + m.Name
+			r, ok := rules[full]
+			if !ok {
+				t.Errorf("%s has no rule", full)
+				continue
+			}
+			if !strings.Contains(strings.Join(func() []string {
+				var out []string
+				for _, a := range authz.Actions() {
+					out = append(out, string(a))
+				}
+				return out
+			}(), " "), string(r.action)) {
+				t.Errorf("%s: action %q is not one authz knows", full, r.action)
+			}
+		}
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "lopnr test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, server bool) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func writeKeyPair(t *testing.T, dir, name string, c tls.Certificate) {
-	t.Helper()
-	writePEM(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", c.Certificate[0])
-	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, filepath.Join(dir, name+"-key.pem"), "PRIVATE KEY", der)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+	if n < 20 {
+		t.Errorf("found %d lopnr methods, want the whole API", n)
 	}
 }

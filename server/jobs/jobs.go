@@ -65,6 +65,7 @@ type Event struct {
 	Source string `json:"source,omitempty"` // the source or file, when per source
 	Rows   int64  `json:"rows,omitempty"`
 	Bytes  int64  `json:"bytes,omitempty"`
+	Done   bool   `json:"done,omitempty"` // the stage (for the source) has ended
 	State  State  `json:"state"`
 }
 

@@ -1,0 +1,214 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/linkage"
+	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server/jobs"
+)
+
+type jobService struct {
+	lopnrv1.UnimplementedJobServiceServer
+	s *Server
+}
+
+// maxSpec bounds a submitted job spec.
+const maxSpec = 1 << 20
+
+// parseSpec parses a job spec as the server reads it: source paths are
+// relative to the source root, and none may lead outside it.
+func (s *Server) parseSpec(raw []byte) (*linkage.JobSpec, error) {
+	if len(raw) > maxSpec {
+		return nil, &fieldError{"spec", "a job spec of at most 1 MiB"}
+	}
+	spec, err := linkage.ParseSpec(raw, filepath.Join(s.cfg.SourceRoot, "job.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	root, err := filepath.Abs(s.cfg.SourceRoot)
+	if err != nil {
+		return nil, err
+	}
+	for i := range spec.Sources {
+		p, err := filepath.Abs(spec.File(i))
+		if err != nil {
+			return nil, err
+		}
+		if rel, err := filepath.Rel(root, p); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].path", i), "a file under the server's source root (a relative path)"}
+		}
+	}
+	return spec, nil
+}
+
+func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobRequest) (*lopnrv1.Job, error) {
+	s, ci := js.s, call(ctx)
+	spec, err := s.parseSpec(req.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.projects.get(spec.Project)
+	if err != nil {
+		return nil, err
+	}
+	if spec.EPMDnr != "" && spec.EPMDnr != rec.EPMDnr {
+		return nil, &fieldError{"spec: epm_dnr", fmt.Sprintf("the project's EPM dnr %s", rec.EPMDnr)}
+	}
+	if _, err := s.cfg.Keys.Project(ctx, spec.Project); err != nil {
+		return nil, err // destroyed, or past retention
+	}
+	if err := extract.CheckApproval(spec, rec.Approval); err != nil {
+		return nil, err
+	}
+	j, err := s.jobs.Submit(spec.Project, ci.identity, req.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	ci.job = j.ID
+	return s.jobProto(j), nil
+}
+
+var jobStates = map[jobs.State]lopnrv1.JobState{
+	jobs.Queued: lopnrv1.JobState_JOB_STATE_QUEUED, jobs.Running: lopnrv1.JobState_JOB_STATE_RUNNING,
+	jobs.Succeeded: lopnrv1.JobState_JOB_STATE_SUCCEEDED, jobs.Failed: lopnrv1.JobState_JOB_STATE_FAILED,
+	jobs.Cancelled: lopnrv1.JobState_JOB_STATE_CANCELLED,
+}
+
+func (s *Server) jobProto(j jobs.Job) *lopnrv1.Job {
+	out := &lopnrv1.Job{Id: j.ID, Project: j.Project, Submitter: j.Submitter, State: jobStates[j.State],
+		Created: timestamppb.New(j.Created), Error: j.Error, Delivery: j.Result, Spec: j.Spec, Last: eventProto(j.ID, j.Last)}
+	if !j.Started.IsZero() {
+		out.Started = timestamppb.New(j.Started)
+	}
+	if !j.Finished.IsZero() {
+		out.Finished = timestamppb.New(j.Finished)
+	}
+	if j.Result != "" {
+		if d, err := s.deliveries.get(j.Result); err == nil {
+			out.Report = d.Report
+		}
+	}
+	return out
+}
+
+func eventProto(job string, e jobs.Event) *lopnrv1.JobEvent {
+	return &lopnrv1.JobEvent{Job: job, Stage: e.Stage, Source: e.Source, Rows: e.Rows, Bytes: e.Bytes, State: jobStates[e.State], Done: e.Done}
+}
+
+func (js jobService) GetJob(ctx context.Context, req *lopnrv1.GetJobRequest) (*lopnrv1.Job, error) {
+	call(ctx).job = req.GetId()
+	j, err := js.s.jobs.Get(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return js.s.jobProto(j), nil
+}
+
+func (js jobService) ListJobs(ctx context.Context, req *lopnrv1.ListJobsRequest) (*lopnrv1.ListJobsResponse, error) {
+	out := &lopnrv1.ListJobsResponse{}
+	for _, j := range js.s.jobs.List(req.GetProject()) {
+		if js.s.visible(ctx, "job.get", j.Project) {
+			j.Spec = nil // a list stays small; GetJob has the spec
+			out.Jobs = append(out.Jobs, js.s.jobProto(j))
+		}
+	}
+	return out, nil
+}
+
+func (js jobService) CancelJob(ctx context.Context, req *lopnrv1.CancelJobRequest) (*lopnrv1.Job, error) {
+	call(ctx).job = req.GetId()
+	if err := js.s.jobs.Cancel(req.GetId()); err != nil {
+		return nil, err
+	}
+	j, err := js.s.jobs.Get(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return js.s.jobProto(j), nil
+}
+
+func (js jobService) WatchJob(req *lopnrv1.WatchJobRequest, stream lopnrv1.JobService_WatchJobServer) error {
+	ctx := stream.Context()
+	call(ctx).job = req.GetId()
+	events, err := js.s.jobs.Watch(req.GetId())
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-events:
+			if !ok {
+				return nil
+			}
+			if err := stream.Send(eventProto(req.GetId(), e)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// work runs one job: link, assign LopNr, deliver to the sink, and keep the
+// delivery's record. The delivery id is the job id, so that a job killed
+// with the server can be cleaned up by id.
+func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) (string, error) {
+	spec, err := s.parseSpec(j.Spec)
+	if err != nil {
+		return "", err
+	}
+	rec, err := s.projects.get(j.Project)
+	if err != nil {
+		return "", err
+	}
+	recips, err := extract.ParseRecipients(rec.Recipients)
+	if err != nil {
+		return "", err
+	}
+	work := s.workDir(j.ID)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	res, err := linkage.Link(ctx, spec, linkage.Options{WorkDir: work, MemoryLimit: s.cfg.MemoryLimit,
+		Progress: func(p linkage.Progress) {
+			report(jobs.Event{Stage: p.Stage, Source: p.Source, Rows: p.Rows, Done: p.Done})
+		}})
+	if err != nil {
+		return "", err
+	}
+	defer res.Close()
+	var text bytes.Buffer
+	if err := res.Report.WriteText(&text); err != nil {
+		return "", err
+	}
+	m, err := extract.Deliver(ctx, res, extract.Options{Approval: rec.Approval, Keys: s.cfg.Keys, Recipients: recips,
+		Sink: s.cfg.Sink, Signer: s.cfg.Signer, SpecBytes: j.Spec, DeliveryID: j.ID, Now: s.cfg.Clock,
+		Progress: func(p extract.Progress) {
+			report(jobs.Event{Stage: p.Stage, Source: p.File, Rows: p.Rows, Bytes: p.Bytes, Done: p.Done})
+		}})
+	if err != nil {
+		return "", err
+	}
+	d := deliveryRecord{ID: m.Delivery, Project: m.Project, Job: j.ID, Submitter: j.Submitter, Created: m.Created,
+		Location: s.cfg.Sink.Location(m.Project, m.Delivery), SigningKey: s.cfg.Signer.PublicKey(), Report: text.String()}
+	var rows, size int64
+	for _, f := range m.Files {
+		d.Files = append(d.Files, deliveryFile{Name: f.Name, Source: f.Source, Format: f.Format, Rows: f.Rows, Size: f.Size, SHA256: f.SHA256, Codebook: f.Codebook})
+		rows, size = rows+f.Rows, size+f.Size
+	}
+	if err := s.deliveries.create(d.ID, d); err != nil {
+		return "", err
+	}
+	s.cfg.Metrics.Delivered(m.Project, rows, size)
+	return m.Delivery, nil
+}
