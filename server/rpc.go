@@ -6,16 +6,16 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"go.yaml.in/yaml/v3"
 
+	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 	"github.com/lopnr/lopnr/server/audit"
 	"github.com/lopnr/lopnr/server/authz"
-	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
 
 // DevIdentity is every caller's identity when the server runs without TLS

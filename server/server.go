@@ -225,4 +225,3 @@ func (systemService) GetInfo(context.Context, *lopnrv1.GetInfoRequest) (*lopnrv1
 	bi := buildinfo.Read()
 	return &lopnrv1.GetInfoResponse{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion}, nil
 }
-
