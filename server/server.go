@@ -225,3 +225,12 @@ func (systemService) GetInfo(context.Context, *lopnrv1.GetInfoRequest) (*lopnrv1
 	bi := buildinfo.Read()
 	return &lopnrv1.GetInfoResponse{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion}, nil
 }
+
+// DevPolicy is the policy of lopnrd --dev without a policy file:
+// DevIdentity has every role in every project. The four-eyes steps
+// (release, re-identification) need a second identity, and so mutual TLS.
+func DevPolicy() *authz.Policy {
+	return &authz.Policy{Identities: map[string]authz.IdentityRoles{
+		DevIdentity: {Global: []authz.Role{authz.Extractor, authz.Approver, authz.Keyholder, authz.Researcher, authz.Auditor, authz.Admin}},
+	}}
+}

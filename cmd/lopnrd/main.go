@@ -1,8 +1,12 @@
-// Command lopnrd is the lopnr gRPC server. Flags fill a [config]; run starts
-// the server and stops it cleanly on SIGINT or SIGTERM.
+// Command lopnrd is the lopnr gRPC server. Flags (each also an environment
+// variable) fill a [config]; run opens the audit log, the key store, the
+// delivery sink and the job runner, serves the API until SIGINT or SIGTERM,
+// runs the retention sweeper on a schedule and serves Prometheus metrics.
 //
-// By default it requires mutual TLS (--tls-cert, --tls-key, --client-ca).
-// --dev serves plaintext on a loopback address, for a laptop.
+// By default it requires mutual TLS (--tls-cert, --tls-key, --client-ca)
+// and a policy file (--policy) that gives the client certificates' subjects
+// their roles. --dev serves plaintext on a loopback address, for a laptop,
+// with every caller taken as one fixed identity.
 package main
 
 import (
@@ -13,18 +17,39 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
+	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/buildinfo"
+	"github.com/lopnr/lopnr/internal/storeflags"
+	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/server"
+	"github.com/lopnr/lopnr/server/audit"
+	"github.com/lopnr/lopnr/server/authz"
+	"github.com/lopnr/lopnr/server/metrics"
+	"github.com/lopnr/lopnr/server/sweeper"
 )
 
 type config struct {
 	listen                    string
 	dev                       bool
 	tlsCert, tlsKey, clientCA string
+	dataDir, sourceRoot       string
+	policy, auditLog          string
+	signingKey                string
+	out                       string // local delivery directory when no S3 endpoint
+	keys                      storeflags.Keystore
+	s3                        storeflags.S3
+	jobs                      int
+	memory                    string
+	sweepEvery                time.Duration
+	metricsListen             string
+	logLevel                  string
 	version                   bool
 }
 
@@ -41,7 +66,12 @@ func main() {
 		fmt.Println("lopnrd", buildinfo.Read())
 		return
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "lopnrd: --log-level %q: want debug, info, warn or error\n", cfg.logLevel)
+		os.Exit(2)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, logger, nil); err != nil {
@@ -59,18 +89,60 @@ func env(name, def string) string {
 	return def
 }
 
+// defaultDataDir is $XDG_STATE_HOME/lopnrd or ~/.local/state/lopnrd.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "lopnrd")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "lopnrd")
+	}
+	return "lopnrd-data"
+}
+
+const usage = `Usage: lopnrd [flags]
+
+The lopnr gRPC server: projects, jobs, deliveries, four-eyes release,
+re-identification and the audit log, for the extraction team, approvers,
+researchers and auditors (see docs/server.md).
+
+Mutual TLS is required unless --dev is given: callers are known by the
+subject of their client certificate ("CN=anna,O=Region Exempel"), and the
+policy file gives each subject its roles per project. The data directory
+keeps projects, jobs, deliveries, the audit log and the signing key; the
+kodnyckel lives in the key store (Vault with --vault-addr, else a local
+store). Deliveries go to S3 with --s3-endpoint, else to --out.
+
+Every flag can also be set in the environment, named in its description.
+
+Flags:
+`
+
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("lopnrd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.listen, "listen", env("LOPNRD_LISTEN", "127.0.0.1:7443"), "address to serve gRPC on ($LOPNRD_LISTEN)")
-	fs.BoolVar(&cfg.dev, "dev", env("LOPNRD_DEV", "") == "true", "serve plaintext on a loopback address without client certificates, for a laptop ($LOPNRD_DEV=true)")
+	fs.BoolVar(&cfg.dev, "dev", env("LOPNRD_DEV", "") == "true", "serve plaintext on a loopback address without client certificates, every caller as "+server.DevIdentity+", for a laptop ($LOPNRD_DEV=true)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("LOPNRD_TLS_CERT", ""), "server certificate, PEM ($LOPNRD_TLS_CERT)")
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("LOPNRD_TLS_KEY", ""), "server private key, PEM ($LOPNRD_TLS_KEY)")
 	fs.StringVar(&cfg.clientCA, "client-ca", env("LOPNRD_CLIENT_CA", ""), "CA certificates that sign client certificates, PEM ($LOPNRD_CLIENT_CA)")
+	fs.StringVar(&cfg.dataDir, "data-dir", env("LOPNRD_DATA_DIR", defaultDataDir()), "directory for projects, jobs, deliveries' records, the audit log and the signing key ($LOPNRD_DATA_DIR)")
+	fs.StringVar(&cfg.sourceRoot, "source-root", env("LOPNRD_SOURCE_ROOT", ""), "directory that job specs' source paths are relative to; none may lead outside it (default DATA-DIR/sources) ($LOPNRD_SOURCE_ROOT)")
+	fs.StringVar(&cfg.policy, "policy", env("LOPNRD_POLICY", ""), "policy file: identities and their roles per project; required unless --dev ($LOPNRD_POLICY)")
+	fs.StringVar(&cfg.auditLog, "audit-log", env("LOPNRD_AUDIT_LOG", ""), "the hash-chained audit log (default DATA-DIR/audit.log) ($LOPNRD_AUDIT_LOG)")
+	fs.StringVar(&cfg.signingKey, "signing-key", env("LOPNRD_SIGNING_KEY", ""), "Ed25519 key that signs manifests, created on first use (default DATA-DIR/signing.key) ($LOPNRD_SIGNING_KEY)")
+	fs.StringVar(&cfg.out, "out", env("LOPNRD_OUT", ""), "local directory for deliveries when no S3 endpoint is set (default DATA-DIR/deliveries) ($LOPNRD_OUT)")
+	cfg.keys.Register(fs, "")
+	cfg.s3.Register(fs)
+	fs.IntVar(&cfg.jobs, "jobs", 2, "jobs run at once; more wait in the queue")
+	fs.StringVar(&cfg.memory, "memory", env("LOPNRD_MEMORY", "2GB"), "DuckDB's memory limit per job; beyond it, it spills to disk ($LOPNRD_MEMORY)")
+	fs.DurationVar(&cfg.sweepEvery, "sweep-interval", time.Hour, "how often the retention sweeper destroys kodnycklar past their retention; 0 turns it off")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", env("LOPNRD_METRICS_LISTEN", "127.0.0.1:9464"), "address for Prometheus metrics at /metrics; empty turns them off ($LOPNRD_METRICS_LISTEN)")
+	fs.StringVar(&cfg.logLevel, "log-level", env("LOPNRD_LOG_LEVEL", "info"), "debug, info, warn or error; logs are JSON lines on standard error ($LOPNRD_LOG_LEVEL)")
 	fs.BoolVar(&cfg.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lopnrd [flags]\n\nThe lopnr gRPC server. Mutual TLS is required unless --dev is given.\n\nFlags:\n")
+		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -82,10 +154,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return cfg, nil
 }
 
+// orIn returns path, or name in dir when path is empty.
+func orIn(path, dir, name string) string {
+	if path != "" {
+		return path
+	}
+	return filepath.Join(dir, name)
+}
+
 // run serves until ctx ends. ready, when not nil, receives the address once
 // the server listens (for tests).
 func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- string) error {
-	var scfg server.Config
+	scfg := server.Config{Logger: logger, JobLimit: cfg.jobs, MemoryLimit: cfg.memory}
 	if cfg.dev {
 		host, _, err := net.SplitHostPort(cfg.listen)
 		if err != nil {
@@ -94,10 +174,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			return fmt.Errorf("--listen %q: --dev serves without TLS and only on a loopback address", cfg.listen)
 		}
-		logger.Warn("DEVELOPMENT MODE: no TLS, no client certificates; never use with real data")
+		logger.Warn("DEVELOPMENT MODE: no TLS, no client certificates, every caller is " + server.DevIdentity + "; never use with real data")
 	} else {
 		if cfg.tlsCert == "" || cfg.tlsKey == "" || cfg.clientCA == "" {
 			return errors.New("mutual TLS needs --tls-cert, --tls-key and --client-ca (or --dev on a laptop)")
+		}
+		if cfg.policy == "" {
+			return errors.New("--policy is required: the file that gives client certificates their roles")
 		}
 		tlsCfg, err := server.MutualTLS(cfg.tlsCert, cfg.tlsKey, cfg.clientCA)
 		if err != nil {
@@ -105,13 +188,85 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		}
 		scfg.TLS = tlsCfg
 	}
-	l, err := net.Listen("tcp", cfg.listen)
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	scfg.DataDir = cfg.dataDir
+	scfg.SourceRoot = orIn(cfg.sourceRoot, cfg.dataDir, "sources")
+	if err := os.MkdirAll(scfg.SourceRoot, 0o700); err != nil {
+		return fmt.Errorf("--source-root: %w", err)
+	}
+
+	var err error
+	if cfg.policy != "" {
+		if scfg.Policy, err = authz.Load(cfg.policy); err != nil {
+			return err
+		}
+	} else {
+		scfg.Policy = server.DevPolicy()
+	}
+	if scfg.Audit, err = audit.Open(orIn(cfg.auditLog, cfg.dataDir, "audit.log"), nil); err != nil {
+		return err
+	}
+	defer scfg.Audit.Close()
+	if cfg.keys.Dir == "" {
+		cfg.keys.Dir = filepath.Join(cfg.dataDir, "keystore")
+	}
+	store, where, err := cfg.keys.Open(ctx)
 	if err != nil {
 		return err
 	}
-	logger.Info("lopnrd serving", "addr", l.Addr().String(), "version", buildinfo.Read().Version, "mtls", scfg.TLS != nil)
+	scfg.Keys = keystore.New(store, keystore.Options{})
+	if cfg.s3.Endpoint != "" {
+		scfg.Sink, err = cfg.s3.Open(ctx)
+	} else {
+		scfg.Sink, err = extract.NewDirSink(orIn(cfg.out, cfg.dataDir, "deliveries"))
+	}
+	if err != nil {
+		return err
+	}
+	if scfg.Signer, err = extract.LoadOrCreateSigner(orIn(cfg.signingKey, cfg.dataDir, "signing.key")); err != nil {
+		return err
+	}
+	scfg.Metrics = metrics.New()
+
+	srv, err := server.New(scfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	var ml net.Listener
+	if cfg.metricsListen != "" {
+		if ml, err = net.Listen("tcp", cfg.metricsListen); err != nil {
+			l.Close()
+			srv.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", scfg.Metrics.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ml)
+		defer hs.Close()
+	}
+	if cfg.sweepEvery > 0 {
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go sweeper.Run(sctx, scfg.Keys, scfg.Audit, cfg.sweepEvery, logger)
+	}
+	head := scfg.Audit.Head()
+	attrs := []any{"addr", l.Addr().String(), "version", buildinfo.Read().Version, "mtls", scfg.TLS != nil,
+		"keystore", where, "deliveries", scfg.Sink.Location("PROJECT", "DELIVERY"), "signing_key", scfg.Signer.PublicKey(),
+		"audit_head_seq", head.Seq, "audit_head_hash", head.Hash}
+	if ml != nil {
+		attrs = append(attrs, "metrics", "http://"+ml.Addr().String()+"/metrics")
+	}
+	logger.Info("lopnrd serving", attrs...)
 	if ready != nil {
 		ready <- l.Addr().String()
 	}
-	return server.New(scfg).Serve(ctx, l)
+	return srv.Serve(ctx, l)
 }

@@ -18,7 +18,7 @@ func TestRunDevServesHealthAndStopsOnCancel(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, config{listen: "127.0.0.1:0", dev: true}, slog.New(slog.NewTextHandler(io.Discard, nil)), ready)
+		done <- run(ctx, config{listen: "127.0.0.1:0", dev: true, dataDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)), ready)
 	}()
 	var addr string
 	select {
@@ -55,7 +55,8 @@ func TestRunRefusesUnsafeConfigurations(t *testing.T) {
 	}{
 		{config{listen: "0.0.0.0:0", dev: true}, "only on a loopback address"},
 		{config{listen: "127.0.0.1:0"}, "mutual TLS needs"},
-		{config{listen: "127.0.0.1:0", tlsCert: "c.pem", tlsKey: "k.pem", clientCA: "/nonexistent/ca.pem"}, "c.pem"},
+		{config{listen: "127.0.0.1:0", tlsCert: "c.pem", tlsKey: "k.pem", clientCA: "ca.pem"}, "--policy is required"},
+		{config{listen: "127.0.0.1:0", tlsCert: "c.pem", tlsKey: "k.pem", clientCA: "/nonexistent/ca.pem", policy: "p.yaml"}, "c.pem"},
 	} {
 		err := run(context.Background(), tc.cfg, quiet, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
