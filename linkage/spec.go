@@ -32,6 +32,11 @@ type JobSpec struct {
 	// Variables are the columns delivered, with their transforms.
 	Variables []VariableSpec `yaml:"variables"`
 	Outputs   OutputSpec     `yaml:"outputs"`
+	// Recipients are the researchers' age public keys (age1… or
+	// age1pq1…) that the delivery is encrypted to. `lopnr run` adds its
+	// --recipient keys to them (or replaces them); the server encrypts to
+	// the project's registered recipients, and these must be among them.
+	Recipients []string `yaml:"recipients"`
 
 	// dir is the directory of the spec file; source paths are relative to it.
 	dir string
@@ -195,6 +200,11 @@ func (s *JobSpec) validate() []error {
 	}
 	if !projectIDPattern.MatchString(s.Project) {
 		bad("project", "%q: want 1-64 characters of a-z, 0-9, '.', '_', '-'", s.Project)
+	}
+	for i, r := range s.Recipients {
+		if !strings.HasPrefix(r, "age1") || strings.ContainsAny(r, " \t\n") {
+			bad(fmt.Sprintf("recipients[%d]", i), "want an age public key, age1… or age1pq1…")
+		}
 	}
 	s.ref = time.Now().UTC().Truncate(24 * time.Hour)
 	if s.ReferenceDate != "" {

@@ -28,6 +28,7 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{"bad transform", base + "variables: [{source: par, column: HDIA, transform: truncate(x)}]\n", `variables[0].transform: "truncate(x)"`},
 		{"history of wrong kind", base + "identity: {history: lmed}\n", `identity.history: source "lmed" is of kind events, want a source of kind history`},
 		{"bad output", base + "outputs: {format: xlsx}\n", `outputs.format: "xlsx"`},
+		{"bad recipient", base + "recipients: [age1abc, \"ssh-ed25519 AAAA\"]\n", `recipients[1]: want an age public key`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseSpec([]byte(tc.spec), "job.yaml")

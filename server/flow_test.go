@@ -98,6 +98,8 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 	wantCode(t, "a job with an unapproved variable", err, codes.InvalidArgument, "not on the project's approved variable list")
 	_, err = jobs.SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: bytes.Replace(spec, []byte("path: lmed.csv.zst"), []byte("path: ../../etc/lmed.csv.zst"), 1)})
 	wantCode(t, "a job reading outside the source root", err, codes.InvalidArgument, "source root")
+	_, err = jobs.SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: append(bytes.Clone(spec), "recipients: ["+researcherKey(t).Recipient().String()+"]\n"...)})
+	wantCode(t, "a job for a recipient the project does not have", err, codes.InvalidArgument, "recipients[0]: one of the project's registered recipients")
 	job, err := jobs.SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: spec})
 	if err != nil {
 		t.Fatalf("SubmitJob: %v", err)

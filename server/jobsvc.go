@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -65,6 +66,11 @@ func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobReques
 	}
 	if _, err := s.cfg.Keys.Project(ctx, spec.Project); err != nil {
 		return nil, err // destroyed, or past retention
+	}
+	for i, r := range spec.Recipients {
+		if !slices.Contains(rec.Recipients, r) {
+			return nil, &fieldError{fmt.Sprintf("spec: recipients[%d]", i), "one of the project's registered recipients"}
+		}
 	}
 	if err := extract.CheckApproval(spec, rec.Approval); err != nil {
 		return nil, err
@@ -170,7 +176,11 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err != nil {
 		return "", err
 	}
-	recips, err := extract.ParseRecipients(rec.Recipients)
+	keys := rec.Recipients
+	if len(spec.Recipients) > 0 {
+		keys = spec.Recipients // a subset of the project's, checked at submission
+	}
+	recips, err := extract.ParseRecipients(keys)
 	if err != nil {
 		return "", err
 	}

@@ -39,8 +39,8 @@ func (p projectService) CreateProject(ctx context.Context, req *lopnrv1.CreatePr
 	s, ci := p.s, call(ctx)
 	ci.project = req.GetId()
 	switch {
-	case !recordID.MatchString(req.GetId()):
-		return nil, &fieldError{"id", "a project id of lower-case letters, digits, '.', '_' and '-', at most 128"}
+	case !recordID.MatchString(req.GetId()) || len(req.GetId()) > 64:
+		return nil, &fieldError{"id", "a project id of lower-case letters, digits, '.', '_' and '-', at most 64"}
 	case strings.TrimSpace(req.GetEpmDnr()) == "":
 		return nil, &fieldError{"epm_dnr", "the ethics approval's diary number, such as 2025-01234-01"}
 	case len(req.GetApprovedVariables()) == 0:
