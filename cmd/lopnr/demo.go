@@ -20,7 +20,6 @@ func init() {
 	commands["demo"] = command{"run a complete linkage and delivery on synthetic data, on this machine", runDemo}
 }
 
-
 func runDemo(ctx context.Context, args []string, sio stdio) error {
 	fs := flag.NewFlagSet("lopnr demo", flag.ContinueOnError)
 	fs.SetOutput(sio.err)

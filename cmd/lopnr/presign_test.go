@@ -14,6 +14,7 @@ import (
 // fetches a file through the link lopnr presign prints.
 func TestRunToS3AndPresign(t *testing.T) {
 	env := testenv.S3(t)
+	clientEnv(t) // no lopnrd: presign signs with the S3 keys
 	j := newCLIJob(t, 500, 9)
 	dir, approved, id := j.dir, j.approved, j.id
 	t.Setenv("LOPNR_VAULT_ADDR", "")
