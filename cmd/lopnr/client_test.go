@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
@@ -330,7 +331,7 @@ func TestClientProjects(t *testing.T) {
 	clientEnv(t)
 	f := startFake(t)
 	approved := filepath.Join(t.TempDir(), "approved.yaml")
-	os.WriteFile(approved, []byte(approvedYAML+"allow_personnummer: true\n"), 0o600)
+	os.WriteFile(approved, []byte(synth.Approved+"allow_personnummer: true\n"), 0o600)
 	r1, r2 := newRecipient(t), newRecipient(t)
 
 	out, stderr, code := runLopnr(t, "", f.dev("projects", "create", "p1", "--epm-dnr", "2025-01234-01", "--approved", approved,
@@ -400,7 +401,7 @@ func TestClientRefusesBadUse(t *testing.T) {
 	clientEnv(t)
 	f := startFake(t)
 	approved := filepath.Join(t.TempDir(), "approved.yaml")
-	os.WriteFile(approved, []byte(approvedYAML), 0o600)
+	os.WriteFile(approved, []byte(synth.Approved), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string

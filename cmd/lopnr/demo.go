@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"filippo.io/age"
 
@@ -139,6 +140,10 @@ Flags:
 		return err
 	}
 	say("   Decrypted %s into %s", m.Files[0].Name, plain)
+	fmt.Fprintln(sio.out)
+	enc := filepath.Join(delivery, m.Files[0].Name)
+	say("To decrypt a file with the stock age tool instead, as a researcher without lopnr would:")
+	say("  age -d -i %s %s | zstd -d > %s", keyFile, enc, strings.TrimSuffix(strings.TrimSuffix(m.Files[0].Name, ".age"), ".zst"))
 	fmt.Fprintln(sio.out)
 	say("Everything is in %s. Try:", *dir)
 	say("  lopnr check %s --report report.json", specPath)

@@ -10,9 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/lopnr/lopnr/internal/storeflags"
 	"github.com/lopnr/lopnr/keystore"
-	"github.com/lopnr/lopnr/keystore/local"
-	"github.com/lopnr/lopnr/keystore/vault"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
 
@@ -21,50 +20,22 @@ func init() {
 }
 
 // keystoreFlags are the flags that choose a key store: Vault when an
-// address is given, else the local store. Tokens and AppRole secrets come
-// only from the environment, never from flags that end up in shell history.
-type keystoreFlags struct {
-	dir                           string
-	vaultAddr, mount, prefix      string
-	caCert, clientCert, clientKey string
-}
+// address is given, else the local store (storeflags has the flags, shared
+// with lopnrd).
+type keystoreFlags struct{ storeflags.Keystore }
 
-func (f *keystoreFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.dir, "keystore", envOr("LOPNR_KEYSTORE", defaultKeystoreDir()), "local key store directory ($LOPNR_KEYSTORE), used when no Vault address is set")
-	fs.StringVar(&f.vaultAddr, "vault-addr", envOr("LOPNR_VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault or OpenBao address ($LOPNR_VAULT_ADDR, $VAULT_ADDR); token from $LOPNR_VAULT_TOKEN or $VAULT_TOKEN, or AppRole from $LOPNR_VAULT_ROLE_ID and $LOPNR_VAULT_SECRET_ID")
-	fs.StringVar(&f.mount, "vault-mount", envOr("LOPNR_VAULT_MOUNT", "secret"), "KV v2 mount ($LOPNR_VAULT_MOUNT)")
-	fs.StringVar(&f.prefix, "vault-prefix", envOr("LOPNR_VAULT_PREFIX", "lopnr"), "folder in the mount ($LOPNR_VAULT_PREFIX)")
-	fs.StringVar(&f.caCert, "vault-ca-cert", os.Getenv("LOPNR_VAULT_CACERT"), "CA certificate of Vault's TLS ($LOPNR_VAULT_CACERT)")
-	fs.StringVar(&f.clientCert, "vault-client-cert", os.Getenv("LOPNR_VAULT_CLIENT_CERT"), "client certificate for Vault's TLS ($LOPNR_VAULT_CLIENT_CERT)")
-	fs.StringVar(&f.clientKey, "vault-client-key", os.Getenv("LOPNR_VAULT_CLIENT_KEY"), "client key for Vault's TLS ($LOPNR_VAULT_CLIENT_KEY)")
-}
+func (f *keystoreFlags) register(fs *flag.FlagSet) { f.Register(fs, defaultKeystoreDir()) }
 
 // open returns the chosen store and a short description of it.
 func (f *keystoreFlags) open(ctx context.Context) (keystore.Store, string, error) {
-	if f.vaultAddr == "" {
-		s, err := local.Open(f.dir)
-		return s, "local key store " + f.dir, err
-	}
-	s, err := vault.New(ctx, vault.Config{
-		Address: f.vaultAddr,
-		Mount:   f.mount,
-		Prefix:  f.prefix,
-		Token:   envOr("LOPNR_VAULT_TOKEN", os.Getenv("VAULT_TOKEN")),
-		AppRole: vault.AppRole{RoleID: os.Getenv("LOPNR_VAULT_ROLE_ID"), SecretID: os.Getenv("LOPNR_VAULT_SECRET_ID")},
-		TLS:     vault.TLS{CACert: f.caCert, ClientCert: f.clientCert, ClientKey: f.clientKey},
-	})
-	if errors.Is(err, vault.ErrAuth) {
+	s, where, err := f.Open(ctx)
+	if errors.Is(err, storeflags.ErrVaultAuth) {
 		err = &hintError{err, "set LOPNR_VAULT_TOKEN, or LOPNR_VAULT_ROLE_ID and LOPNR_VAULT_SECRET_ID for AppRole"}
 	}
-	return s, "Vault " + f.vaultAddr, err
+	return s, where, err
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
+var envOr = storeflags.EnvOr
 
 // defaultKeystoreDir is $XDG_DATA_HOME/lopnr/keystore or
 // ~/.local/share/lopnr/keystore.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/internal/storeflags"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
 
@@ -48,9 +49,8 @@ func runPresign(ctx context.Context, args []string, sio stdio) error {
 	fs.SetOutput(sio.err)
 	var sf serverFlags
 	sf.register(fs)
-	s3Endpoint := fs.String("s3-endpoint", os.Getenv("LOPNR_S3_ENDPOINT"), "S3 endpoint URL ($LOPNR_S3_ENDPOINT); keys from $LOPNR_S3_ACCESS_KEY and $LOPNR_S3_SECRET_KEY")
-	s3Bucket := fs.String("s3-bucket", envOr("LOPNR_S3_BUCKET", "lopnr"), "S3 bucket ($LOPNR_S3_BUCKET)")
-	s3Region := fs.String("s3-region", envOr("LOPNR_S3_REGION", "us-east-1"), "S3 region ($LOPNR_S3_REGION)")
+	var s3 storeflags.S3
+	s3.Register(fs)
 	expiry := fs.Duration("expiry", extract.DefaultExpiry, "how long the links work: at least 1m, at most 168h (7 days)")
 	download := fs.String("download", "", "fetch each file into `DIR` (created if missing; files readable only by you)")
 	fs.Usage = func() { fmt.Fprint(sio.err, presignUsage); fs.PrintDefaults() }
@@ -76,8 +76,7 @@ func runPresign(ctx context.Context, args []string, sio stdio) error {
 			return err
 		}
 	} else {
-		if links, err = presignS3(ctx, pos, *expiry, extract.S3Config{Endpoint: *s3Endpoint, AccessKey: os.Getenv("LOPNR_S3_ACCESS_KEY"),
-			SecretKey: os.Getenv("LOPNR_S3_SECRET_KEY"), Region: *s3Region, Bucket: *s3Bucket}); err != nil {
+		if links, err = presignS3(ctx, pos, *expiry, s3); err != nil {
 			return err
 		}
 	}
@@ -129,14 +128,14 @@ func presignViaServer(ctx context.Context, sf *serverFlags, pos []string, expiry
 	return links, nil
 }
 
-func presignS3(ctx context.Context, pos []string, expiry time.Duration, cfg extract.S3Config) ([]presignedLink, error) {
+func presignS3(ctx context.Context, pos []string, expiry time.Duration, s3 storeflags.S3) ([]presignedLink, error) {
 	if len(pos) < 3 {
 		return nil, &usageError{"give PROJECT DELIVERY and at least one FILE"}
 	}
-	if cfg.Endpoint == "" {
+	if s3.Endpoint == "" {
 		return nil, &hintError{fmt.Errorf("no S3 endpoint and no server"), "set --server or LOPNR_SERVER to ask lopnrd, or --s3-endpoint or LOPNR_S3_ENDPOINT; a local delivery needs no link"}
 	}
-	sink, err := extract.NewS3Sink(ctx, cfg)
+	sink, err := s3.Open(ctx)
 	if err != nil {
 		return nil, err
 	}

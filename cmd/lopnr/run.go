@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/internal/storeflags"
 	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/linkage"
 )
@@ -29,15 +31,20 @@ func init() {
 	commands["verify"] = command{"verify a delivery's signed manifest and files", runVerify}
 }
 
-const runUsage = `Usage: lopnr run [flags] JOB.yaml
+const runUsage = `Usage: lopnr run [flags] JOB.yaml [--out DIR] [--recipient AGE_PUBLIC_KEY]…
 
-Runs a job on this machine: links the sources, assigns LopNr in the key store
-(local by default, Vault with --vault-addr), and delivers the approved
-variables, compressed and encrypted with age, to a local directory (--out) or
-an S3 bucket (--s3-endpoint, --s3-bucket; keys from $LOPNR_S3_ACCESS_KEY and
-$LOPNR_S3_SECRET_KEY). Files are encrypted to the researchers' age public keys
-(--recipient, repeatable) or to a generated passphrase (--passphrase), shown
-once here and never stored.
+Runs a job on this machine, without a server: links the sources, assigns LopNr
+in the key store (local by default, Vault with --vault-addr), and delivers the
+approved variables, compressed and encrypted with age, to a local directory
+(--out) or an S3 bucket (--s3-endpoint, --s3-bucket; keys from
+$LOPNR_S3_ACCESS_KEY and $LOPNR_S3_SECRET_KEY).
+
+Files are encrypted to the researchers' age public keys: the job spec's
+recipients plus each --recipient (or only these with --replace-recipients).
+Without any, or with --passphrase, they are encrypted to a generated
+passphrase, shown once here and never stored: send it by another channel.
+
+The approved variable list is --approved, or approved.yaml beside the job spec.
 
 Flags:
 `
@@ -57,14 +64,14 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	fs.SetOutput(sio.err)
 	var kf keystoreFlags
 	kf.register(fs)
-	approvedPath := fs.String("approved", "", "the project's approved variable list (YAML: variables, allow_personnummer); required")
+	approvedPath := fs.String("approved", "", "the project's approved variable list (YAML: variables, allow_personnummer); default approved.yaml beside the job spec")
 	var recipients stringsFlag
-	fs.Var(&recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable)")
-	passphrase := fs.Bool("passphrase", false, "encrypt to a generated passphrase instead, printed once on standard error")
+	fs.Var(&recipients, "recipient", "a researcher's age public key, age1… or age1pq1…, added to the job spec's recipients (repeatable)")
+	replace := fs.Bool("replace-recipients", false, "encrypt to the --recipient keys only, not to the job spec's")
+	passphrase := fs.Bool("passphrase", false, "encrypt to a generated passphrase, printed once on standard error, even when there are recipients")
 	out := fs.String("out", "deliveries", "local directory for deliveries, when no S3 endpoint is given")
-	s3Endpoint := fs.String("s3-endpoint", os.Getenv("LOPNR_S3_ENDPOINT"), "S3 endpoint URL ($LOPNR_S3_ENDPOINT)")
-	s3Bucket := fs.String("s3-bucket", envOr("LOPNR_S3_BUCKET", "lopnr"), "S3 bucket ($LOPNR_S3_BUCKET)")
-	s3Region := fs.String("s3-region", envOr("LOPNR_S3_REGION", "us-east-1"), "S3 region ($LOPNR_S3_REGION)")
+	var s3 storeflags.S3
+	s3.Register(fs)
 	signingKey := fs.String("signing-key", envOr("LOPNR_SIGNING_KEY", defaultDataDir("signing.key")), "Ed25519 key that signs manifests, created on first use ($LOPNR_SIGNING_KEY)")
 	memory := fs.String("memory", "2GB", "DuckDB's memory limit; beyond it, it spills to disk")
 	quiet := fs.Bool("q", false, "no progress on standard error")
@@ -76,11 +83,11 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	if len(files) != 1 {
 		return &usageError{"run takes one job spec file"}
 	}
-	if *approvedPath == "" {
-		return &usageError{"--approved is required: the project's approved variable list"}
+	if *replace && len(recipients) == 0 {
+		return &usageError{"--replace-recipients needs at least one --recipient"}
 	}
-	if (len(recipients) == 0) == !*passphrase {
-		return &usageError{"give --recipient (one or more) or --passphrase"}
+	if *passphrase && len(recipients) > 0 {
+		return &usageError{"give --recipient or --passphrase, not both"}
 	}
 	specRaw, err := os.ReadFile(files[0])
 	if err != nil {
@@ -90,13 +97,24 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return err
 	}
+	if *approvedPath == "" {
+		*approvedPath = filepath.Join(filepath.Dir(files[0]), "approved.yaml")
+		if _, err := os.Stat(*approvedPath); err != nil {
+			return &hintError{fmt.Errorf("no approved variable list: %s does not exist", *approvedPath),
+				"give --approved FILE: the project's approved variable list (docs/delivery.md)"}
+		}
+	}
 	appr, err := loadApproval(*approvedPath)
 	if err != nil {
 		return err
 	}
+	keys := slices.Concat(spec.Recipients, recipients)
+	if *replace {
+		keys = recipients
+	}
 	var recips []age.Recipient
 	var pass string
-	if *passphrase {
+	if *passphrase || len(keys) == 0 {
 		if pass, err = extract.NewPassphrase(); err != nil {
 			return err
 		}
@@ -105,16 +123,16 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 			return err
 		}
 		recips = []age.Recipient{r}
-	} else if recips, err = extract.ParseRecipients(recipients); err != nil {
+	} else if recips, err = extract.ParseRecipients(keys); err != nil {
 		return err
 	}
 	store, where, err := kf.open(ctx)
 	if err != nil {
 		return err
 	}
-	keys := keystore.New(store, keystore.Options{})
-	if _, err := keys.Project(ctx, spec.Project); errors.Is(err, keystore.ErrNotFound) {
-		p, err := keys.CreateProject(ctx, keystore.ProjectSpec{ID: spec.Project, EPMDnr: spec.EPMDnr})
+	ks := keystore.New(store, keystore.Options{})
+	if _, err := ks.Project(ctx, spec.Project); errors.Is(err, keystore.ErrNotFound) {
+		p, err := ks.CreateProject(ctx, keystore.ProjectSpec{ID: spec.Project, EPMDnr: spec.EPMDnr})
 		if err != nil {
 			return err
 		}
@@ -123,9 +141,8 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 		return err
 	}
 	var sink extract.Sink
-	if *s3Endpoint != "" {
-		sink, err = extract.NewS3Sink(ctx, extract.S3Config{Endpoint: *s3Endpoint, AccessKey: os.Getenv("LOPNR_S3_ACCESS_KEY"),
-			SecretKey: os.Getenv("LOPNR_S3_SECRET_KEY"), Region: *s3Region, Bucket: *s3Bucket})
+	if s3.Endpoint != "" {
+		sink, err = s3.Open(ctx)
 	} else {
 		sink, err = extract.NewDirSink(*out)
 	}
@@ -137,7 +154,7 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 		return err
 	}
 
-	dopts := extract.Options{Approval: appr, Keys: keys, Recipients: recips, Passphrase: *passphrase, Sink: sink, Signer: signer, SpecBytes: specRaw}
+	dopts := extract.Options{Approval: appr, Keys: ks, Recipients: recips, Passphrase: pass != "", Sink: sink, Signer: signer, SpecBytes: specRaw}
 	m, _, err := linkAndDeliver(ctx, sio, spec, dopts, *memory, *quiet)
 	if err != nil {
 		return err

@@ -13,15 +13,6 @@ import (
 	"github.com/lopnr/lopnr/internal/synth"
 )
 
-const approvedYAML = `variables:
-  - {source: par_sluten, column: HDIA, transforms: ["truncate(3)"]}
-  - {source: par_sluten, column: INDATUM, transforms: [year-month]}
-  - {source: par_sluten, column: OP}
-  - {source: lmed, column: ATC}
-  - {source: lmed, column: EDATUM, transforms: [year]}
-  - {source: dors, column: ULORSAK, transforms: ["truncate(3)"]}
-`
-
 // cliJob is a generated job with an approved variable list and a
 // researcher's age identity, for tests that run lopnr as a user does.
 type cliJob struct {
@@ -36,7 +27,7 @@ func newCLIJob(t *testing.T, persons int, seed uint64) cliJob {
 		t.Fatal(err)
 	}
 	j.approved = filepath.Join(j.dir, "approved.yaml")
-	os.WriteFile(j.approved, []byte(approvedYAML), 0o600)
+	os.WriteFile(j.approved, []byte(synth.Approved), 0o600)
 	j.id, _ = age.GenerateX25519Identity()
 	j.idFile = filepath.Join(j.dir, "key.txt")
 	os.WriteFile(j.idFile, []byte(j.id.String()+"\n"), 0o600)
@@ -107,14 +98,70 @@ func TestRunVerifyDecrypt(t *testing.T) {
 	}
 }
 
+// TestRunRecipients runs a job as the issue writes it — lopnr run JOB.yaml
+// --out DIR — with the approved list beside the spec: recipients on the
+// command line add to the spec's (or replace them), and without any a
+// passphrase is generated and shown once.
+func TestRunRecipients(t *testing.T) {
+	j := newCLIJob(t, 300, 9)
+	t.Setenv("LOPNR_VAULT_ADDR", "")
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("LOPNR_S3_ENDPOINT", "")
+	inSpec, _ := age.GenerateX25519Identity()
+	spec := filepath.Join(j.dir, "job.yaml")
+	b, _ := os.ReadFile(spec)
+	os.WriteFile(spec, append(b, "recipients: ["+inSpec.Recipient().String()+"]\n"...), 0o600)
+	out := filepath.Join(j.dir, "out")
+	common := []string{"--keystore", filepath.Join(j.dir, "ks"), "--signing-key", filepath.Join(j.dir, "signing.key"), "-q"}
+	run := func(args ...string) string {
+		t.Helper()
+		stdout, stderr, code := runLopnr(t, "", append(append([]string{"run", spec, "--out", out}, common...), args...)...)
+		if code != 0 {
+			t.Fatalf("run %v: exit %d: %s", args, code, stderr)
+		}
+		m := regexp.MustCompile(`Delivery (\S+) of project ([^:\s]+):`).FindStringSubmatch(stdout)
+		if m == nil {
+			t.Fatalf("run output: %q", stdout)
+		}
+		return filepath.Join(out, m[2], m[1], "dors.csv.zst.age")
+	}
+	opens := func(file string, id age.Identity) bool {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		_, err = age.Decrypt(f, id)
+		return err == nil
+	}
+	file := run("--recipient", j.id.Recipient().String())
+	if !opens(file, inSpec) || !opens(file, j.id) {
+		t.Errorf("--recipient should add to the spec's recipients: spec's key %v, command line's %v", opens(file, inSpec), opens(file, j.id))
+	}
+	file = run("--recipient", j.id.Recipient().String(), "--replace-recipients")
+	if opens(file, inSpec) || !opens(file, j.id) {
+		t.Errorf("--replace-recipients: spec's key opens %v (want false), command line's %v (want true)", opens(file, inSpec), opens(file, j.id))
+	}
+
+	os.WriteFile(spec, b, 0o600) // no recipients anywhere: a passphrase
+	_, stderr, code := runLopnr(t, "", append([]string{"run", spec, "--out", out}, common...)...)
+	if code != 0 || !regexp.MustCompile(`(?m)^    [a-z0-9]{5}(-[a-z0-9]{1,5}){5}$`).MatchString(stderr) {
+		t.Fatalf("run without recipients: exit %d, no passphrase shown: %q", code, stderr)
+	}
+	os.Remove(j.approved)
+	if _, stderr, code := runLopnr(t, "", append([]string{"run", spec, "--out", out}, common...)...); code != 1 || !strings.Contains(stderr, "approved.yaml does not exist") || !strings.Contains(stderr, "hint: give --approved") {
+		t.Errorf("run without an approved list: exit %d, %q", code, stderr)
+	}
+}
+
 func TestRunRefusesBadUse(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"run", "job.yaml"}, "--approved is required"},
-		{[]string{"run", "job.yaml", "--approved", "a.yaml"}, "give --recipient (one or more) or --passphrase"},
-		{[]string{"run", "job.yaml", "--approved", "a.yaml", "--passphrase", "--recipient", "age1x"}, "give --recipient (one or more) or --passphrase"},
+		{[]string{"run", "job.yaml", "--passphrase", "--recipient", "age1x"}, "give --recipient or --passphrase, not both"},
+		{[]string{"run", "job.yaml", "--replace-recipients"}, "--replace-recipients needs at least one --recipient"},
+		{[]string{"run", "a.yaml", "b.yaml"}, "run takes one job spec file"},
 		{[]string{"decrypt", "x.age"}, "give -i IDENTITY or --passphrase-file"},
 		{[]string{"verify", "dir"}, "give --key"},
 	} {
@@ -132,7 +179,8 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, stderr)
 	}
-	for _, want := range []string{"The cohort matches the", "signature and all 3 files verified", "Decrypted par_sluten.csv.zst.age"} {
+	for _, want := range []string{"The cohort matches the", "signature and all 3 files verified", "Decrypted par_sluten.csv.zst.age",
+		"age -d -i " + filepath.Join(dir, "researcher-key.txt") + " " + dir} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
