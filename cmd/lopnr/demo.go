@@ -95,7 +95,7 @@ Flags:
 		return err
 	}
 	keyFile := filepath.Join(*dir, "researcher-key.txt")
-	if err := os.WriteFile(keyFile, []byte(researcher.String()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte("# public key: "+researcher.Recipient().String()+"\n"+researcher.String()+"\n"), 0o600); err != nil {
 		return err
 	}
 	sink, err := extract.NewDirSink(filepath.Join(*dir, "deliveries"))
