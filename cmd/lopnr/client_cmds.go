@@ -63,6 +63,20 @@ func (c *clientCmd) parse(args []string, n int, want string) ([]string, error) {
 	return pos, nil
 }
 
+// connect parses args as parse does and dials lopnrd; the caller closes
+// the client.
+func (c *clientCmd) connect(args []string, n int, want string) ([]string, *client, error) {
+	pos, err := c.parse(args, n, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := c.sf.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, cl, nil
+}
+
 // required is a usage error unless each flag has a value; pairs is the
 // flags' names and values in turn.
 func required(pairs ...string) error {
@@ -175,11 +189,7 @@ the format lopnr run --approved reads (variables, allow_personnummer).
 
 func runProjectsGet(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr projects get", "Usage: lopnr projects get ID [flags]\n\nShows a project: its approval, recipients, retention and holds.\n")
-	pos, err := cmd.parse(args, 1, "projects get takes one project ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 1, "projects get takes one project ID")
 	if err != nil {
 		return err
 	}
@@ -467,11 +477,7 @@ func runJobs(ctx context.Context, args []string, sio stdio) error {
 
 func runJobsGet(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr jobs get", jobsUsage)
-	pos, err := cmd.parse(args, 1, "jobs get takes one job ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 1, "jobs get takes one job ID")
 	if err != nil {
 		return err
 	}
@@ -509,11 +515,7 @@ func runJobsGet(ctx context.Context, args []string, sio stdio) error {
 
 func runCancel(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr cancel", "Usage: lopnr cancel JOB [flags]\n\nStops a job at whatever stage it is in; nothing of it is published.\n")
-	pos, err := cmd.parse(args, 1, "cancel takes one job ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 1, "cancel takes one job ID")
 	if err != nil {
 		return err
 	}
@@ -570,11 +572,7 @@ func runRelease(ctx context.Context, args []string, sio stdio) error {
 Releases a delivery to the project's researchers, who can then fetch it with
 lopnr presign. Role approver, and not the person who submitted the job.
 `)
-	pos, err := cmd.parse(args, 2, "release takes PROJECT and DELIVERY")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 2, "release takes PROJECT and DELIVERY")
 	if err != nil {
 		return err
 	}

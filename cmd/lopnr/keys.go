@@ -197,11 +197,7 @@ func runReidentifyRequest(ctx context.Context, args []string, sio stdio) error {
 
 func runReidentifyApprove(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr keys reidentify approve", reidentifyUsage)
-	pos, err := cmd.parse(args, 2, "keys reidentify approve takes PROJECT and REQUEST_ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 2, "keys reidentify approve takes PROJECT and REQUEST_ID")
 	if err != nil {
 		return err
 	}
@@ -217,11 +213,7 @@ func runReidentifyApprove(ctx context.Context, args []string, sio stdio) error {
 
 func runReidentifyGet(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr keys reidentify get", reidentifyUsage)
-	pos, err := cmd.parse(args, 2, "keys reidentify get takes PROJECT and REQUEST_ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 2, "keys reidentify get takes PROJECT and REQUEST_ID")
 	if err != nil {
 		return err
 	}

@@ -22,11 +22,7 @@ Follows a job's progress until it ends: stage, source or file, rows and bytes.
 On a terminal the line is redrawn in place; otherwise each event is a line.
 Exits 1 when the job fails or is cancelled.
 `)
-	pos, err := cmd.parse(args, 1, "watch takes one job ID")
-	if err != nil {
-		return err
-	}
-	c, err := cmd.sf.dial()
+	pos, c, err := cmd.connect(args, 1, "watch takes one job ID")
 	if err != nil {
 		return err
 	}
