@@ -19,6 +19,7 @@ import (
 
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/synth"
+	"github.com/lopnr/lopnr/internal/testenv"
 	"github.com/lopnr/lopnr/linkage/personnummer"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
@@ -51,19 +52,6 @@ func (f *fixture) generate(persons int) ([]byte, *synth.Truth) {
 		f.t.Fatal(err)
 	}
 	return regexp.MustCompile(`(?m)^project: .*$`).ReplaceAll(spec, []byte("project: p1")), truth
-}
-
-// personnummerShaped finds strings shaped like identity numbers; those
-// that parse as valid ones are leaks.
-var personnummerShaped = regexp.MustCompile(`\d{6,8}[-+]?\d{4}`)
-
-func checkNoIdentityNumbers(t *testing.T, what, text string) {
-	t.Helper()
-	for _, m := range personnummerShaped.FindAllString(text, -1) {
-		if personnummer.Parse(m, time.Now()).Valid() {
-			t.Errorf("%s holds a valid identity number (%d characters)", what, len(m))
-		}
-	}
 }
 
 func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
@@ -195,7 +183,7 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 	if !bytes.HasPrefix(csv, []byte("LopNr;")) || int64(bytes.Count(csv, []byte("\n"))-1) != d.Files[0].Rows {
 		t.Errorf("decrypted %s: %d lines, header %q; want LopNr first and %d rows", d.Files[0].Name, bytes.Count(csv, []byte("\n")), csv[:min(len(csv), 40)], d.Files[0].Rows)
 	}
-	checkNoIdentityNumbers(t, "the delivered file", string(csv))
+	testenv.NoIdentityNumbers(t, "the delivered file", string(csv))
 	if p, err := admin.GetProject(ctx(t), &lopnrv1.GetProjectRequest{Id: "p1"}); err != nil || p.Persons != int64(truth.Cohort.Persons) {
 		t.Errorf("project persons = %d, %v; want the cohort's %d", p.GetPersons(), err, truth.Cohort.Persons)
 	}
@@ -263,6 +251,6 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 		t.Fatalf("VerifyAudit after one byte changed = %v, %v; want not ok, naming the altered entry", v, err)
 	}
 
-	checkNoIdentityNumbers(t, "the server log", f.logs.String())
-	checkNoIdentityNumbers(t, "the audit log", string(b))
+	testenv.NoIdentityNumbers(t, "the server log", f.logs.String())
+	testenv.NoIdentityNumbers(t, "the audit log", string(b))
 }

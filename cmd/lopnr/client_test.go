@@ -3,16 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lopnr/lopnr/internal/synth"
+	"github.com/lopnr/lopnr/internal/testpki"
 	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
@@ -914,18 +908,15 @@ func TestClientAudit(t *testing.T) {
 func TestClientMutualTLS(t *testing.T) {
 	cfgDir := clientEnv(t)
 	dir := t.TempDir()
-	ca, caKey := newCA(t)
-	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)
-	serverCert := issue(t, ca, caKey, "lopnrd", true)
-	writeKeyPair(t, dir, "client", issue(t, ca, caKey, "uttag@region.example", false))
-	otherCA, otherKey := newCA(t)
-	writeKeyPair(t, dir, "stranger", issue(t, otherCA, otherKey, "stranger", false))
+	ca := testpki.NewCA(t)
+	ca.WriteCA(t, dir)
+	serverCert := ca.Issue(t, "lopnrd", true)
+	testpki.WriteKeyPair(t, dir, "client", ca.Issue(t, "uttag@region.example", false))
+	testpki.WriteKeyPair(t, dir, "stranger", testpki.NewCA(t).Issue(t, "stranger", false))
 
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
 	f := startFake(t, grpc.Creds(credentials.NewTLS(&tls.Config{
 		Certificates: []tls.Certificate{serverCert},
-		ClientCAs:    pool,
+		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 	})))
@@ -994,76 +985,5 @@ func TestClientUsage(t *testing.T) {
 		if tc.connection && !strings.Contains(stderr, "-server HOST:PORT") {
 			t.Errorf("%v: the connection flags are not listed:\n%s", tc.args, stderr)
 		}
-	}
-}
-
-func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "lopnr test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-// issue makes a certificate signed by ca: for a server on 127.0.0.1, or
-// for a client.
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, server bool) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// writeKeyPair writes dir/name.pem and dir/name-key.pem.
-func writeKeyPair(t *testing.T, dir, name string, c tls.Certificate) {
-	t.Helper()
-	writePEM(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", c.Certificate[0])
-	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, filepath.Join(dir, name+"-key.pem"), "PRIVATE KEY", der)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -378,7 +378,7 @@ func TestEndToEnd(t *testing.T) {
 		if !bytes.HasPrefix(plain, []byte("LopNr;")) {
 			t.Errorf("%s starts %q, want the LopNr column", f.Name, plain[:min(len(plain), 30)])
 		}
-		checkNoIdentityNumbers(t, f.Name, string(plain))
+		testenv.NoIdentityNumbers(t, f.Name, string(plain))
 		rows += int64(bytes.Count(plain, []byte("\n")) - 1)
 	}
 	var want int64
@@ -502,7 +502,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkNoIdentityNumbers(t, "the audit log", string(b))
+	testenv.NoIdentityNumbers(t, "the audit log", string(b))
 	i := bytes.Index(b, []byte(`"action":"delivery.release"`))
 	b[i+len(`"action":"d`)] = 'D'
 	if err := os.WriteFile(logFile, b, 0o600); err != nil {
@@ -517,7 +517,7 @@ func TestEndToEnd(t *testing.T) {
 	e.stop(syscall.SIGTERM)
 	e.startExpectingFailure("altered")
 
-	checkNoIdentityNumbers(t, "lopnrd's log", e.logText())
+	testenv.NoIdentityNumbers(t, "lopnrd's log", e.logText())
 }
 
 // objects lists the keys under the run's prefix plus rel, and incomplete
@@ -555,16 +555,5 @@ func (e *e2e) startExpectingFailure(want string) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || !strings.Contains(stderr.String(), want) {
 		e.t.Fatalf("lopnrd with a tampered audit log: %v, log %q; want a refusal naming %q", err, stderr.String(), want)
-	}
-}
-
-var personnummerShaped = regexp.MustCompile(`\d{6,8}[-+]?\d{4}`)
-
-func checkNoIdentityNumbers(t *testing.T, what, text string) {
-	t.Helper()
-	for _, m := range personnummerShaped.FindAllString(text, -1) {
-		if personnummer.Parse(m, time.Now()).Valid() {
-			t.Errorf("%s holds a valid identity number (%d characters)", what, len(m))
-		}
 	}
 }

@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -39,4 +42,33 @@ func TestLookupSkipsOrFails(t *testing.T) {
 	if v := lookup(r, "LOPNR_TEST_SET"); len(v) != 1 || v[0] != "x" || r.failed || r.skipped {
 		t.Errorf("set variable: got %v failed=%t skipped=%t", v, r.failed, r.skipped)
 	}
+}
+
+func TestNoIdentityNumbersFindsOne(t *testing.T) {
+	b, err := os.ReadFile("../../testdata/skatteverket/testpersonnummer.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	number := strings.Fields(string(b))[0]
+	var rec errRecorder
+	NoIdentityNumbers(&rec, "a log", `{"msg":"x","ref":"`+number+`"}`)
+	if len(rec.errors) != 1 || strings.Contains(rec.errors[0], number) {
+		t.Errorf("a log with a test personnummer: %q; want one error that does not repeat it", rec.errors)
+	}
+	rec.errors = nil
+	NoIdentityNumbers(&rec, "a log", `{"time":"2026-11-29T22:29:20Z","hash":"1234567890","seq":12}`)
+	if len(rec.errors) != 0 {
+		t.Errorf("a clean log: %q", rec.errors)
+	}
+}
+
+// errRecorder is a testing.TB that records errors.
+type errRecorder struct {
+	testing.TB
+	errors []string
+}
+
+func (r *errRecorder) Helper() {}
+func (r *errRecorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
 }
