@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/lopnr/lopnr/internal/atomicfile"
 )
 
 // records keeps values of one kind as JSON files, one per id, in a
@@ -102,22 +104,10 @@ func (r *records[T]) putLocked(id string, v T) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(r.dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := atomicfile.Write(p, b); err != nil {
 		return fmt.Errorf("keep %s %s: %w", r.what, id, err)
 	}
-	return os.Rename(tmp.Name(), p)
+	return nil
 }
 
 // list returns every value, in id order.

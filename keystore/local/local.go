@@ -31,6 +31,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/lopnr/lopnr/internal/atomicfile"
 	"github.com/lopnr/lopnr/keystore"
 )
 
@@ -188,23 +189,7 @@ func (s *Store) write(path string, rec record) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
+	return atomicfile.Write(name, buf.Bytes())
 }
 
 // locked runs fn holding the in-process mutex and the directory's file lock.

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lopnr/lopnr/internal/atomicfile"
 )
 
 // State is where a job is in its life.
@@ -177,23 +179,7 @@ func (r *Runner) save(j *Job) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(r.dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(r.dir, j.ID+".json"))
+	return atomicfile.Write(filepath.Join(r.dir, j.ID+".json"), b)
 }
 
 // Submit keeps a new job and queues it.
