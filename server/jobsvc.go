@@ -135,6 +135,18 @@ func (js jobService) CancelJob(ctx context.Context, req *lopnrv1.CancelJobReques
 	if err := js.s.jobs.Cancel(req.GetId()); err != nil {
 		return nil, err
 	}
+	// Answer with the final state: a running job stops at its next step.
+	events, err := js.s.jobs.Watch(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	for open := true; open; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case _, open = <-events:
+		}
+	}
 	j, err := js.s.jobs.Get(req.GetId())
 	if err != nil {
 		return nil, err
@@ -168,6 +180,13 @@ func (js jobService) WatchJob(req *lopnrv1.WatchJobRequest, stream lopnrv1.JobSe
 // delivery's record. The delivery id is the job id, so that a job killed
 // with the server can be cleaned up by id.
 func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) (string, error) {
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
 	spec, err := s.parseSpec(j.Spec)
 	if err != nil {
 		return "", err

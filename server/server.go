@@ -103,6 +103,10 @@ type Server struct {
 	health *health.Server
 	jobs   *jobs.Runner
 
+	// gate, when set (by tests), holds every job at its start until it is
+	// closed or the job is cancelled.
+	gate chan struct{}
+
 	projects   *records[projectRecord]
 	deliveries *records[deliveryRecord]
 	reidents   *records[reidentRecord]

@@ -363,7 +363,8 @@ type JobServiceClient interface {
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*Job, error)
 	// ListJobs lists a project's jobs, newest first.
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
-	// CancelJob stops a job at whatever stage it is in; nothing is published.
+	// CancelJob stops a job at whatever stage it is in, and returns it in its
+	// final state; nothing is published.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*Job, error)
 	// WatchJob streams a job's progress: its last event, then each event,
 	// ending with the final state.
@@ -450,7 +451,8 @@ type JobServiceServer interface {
 	GetJob(context.Context, *GetJobRequest) (*Job, error)
 	// ListJobs lists a project's jobs, newest first.
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
-	// CancelJob stops a job at whatever stage it is in; nothing is published.
+	// CancelJob stops a job at whatever stage it is in, and returns it in its
+	// final state; nothing is published.
 	CancelJob(context.Context, *CancelJobRequest) (*Job, error)
 	// WatchJob streams a job's progress: its last event, then each event,
 	// ending with the final state.
