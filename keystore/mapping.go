@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -367,6 +368,53 @@ func (k *Keystore) Reidentify(ctx context.Context, id string, r RunNumber, reaso
 		return n, nil
 	}
 	return personnummer.Number{}, fmt.Errorf("project %q: LopNr %d: %w", id, r, ErrNotFound)
+}
+
+// Mappings calls fn for every person in the project's kodnyckel, in LopNr
+// order, with the canonical 12-digit personnummer and its LopNr. It fails as
+// the other calls do for a destroyed project ([ErrDestroyed], naming the
+// date) or one past its retention ([ErrExpired]). It is for the key file a
+// registered partner may receive and for matching a partner's pseudonyms;
+// the caller audits it. An error from fn stops the iteration and is
+// returned as it is.
+//
+// The mapping is read into the Keystore's cache as Lookup reads it, and fn
+// reads the cached chunks in place: no second copy of the mapping is made.
+func (k *Keystore) Mappings(ctx context.Context, id string, fn func(canonical string, r RunNumber) error) error {
+	if _, err := k.usableProject(ctx, id); err != nil {
+		return err
+	}
+	h, _, err := k.readHead(ctx, id)
+	if err != nil {
+		return err
+	}
+	m := k.mappingOf(id)
+	if err := k.load(ctx, id, m, h); err != nil {
+		return err
+	}
+	// Checked again: a destruction may have begun while the chunks were
+	// read, and from then on the kodnyckel must not be handed out.
+	if _, err := k.usableProject(ctx, id); err != nil {
+		return err
+	}
+	chunks := slices.Clone(h.Chunks)
+	slices.SortFunc(chunks, func(a, b chunkInfo) int { return cmp.Compare(a.First, b.First) })
+	for _, c := range chunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// Chunks are immutable once loaded: the slice is read without
+		// the lock, so that fn may call the Keystore.
+		m.mu.Lock()
+		nums := m.chunks[c.ID]
+		m.mu.Unlock()
+		for i := range c.Count {
+			if err := fn(string(nums[12*i:12*i+12]), c.First+RunNumber(i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Persons returns the number of persons with a LopNr in the project.

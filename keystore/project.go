@@ -286,3 +286,18 @@ func (k *Keystore) readSecrets(ctx context.Context, id string) (secrets, error) 
 	}
 	return s, nil
 }
+
+// OPRFSeed returns the project's 32-byte OPRF seed, from which package
+// partner derives the project's OPRF key. It fails as [Keystore.Mappings]
+// does for a destroyed project or one past its retention. The caller must
+// not log or keep it.
+func (k *Keystore) OPRFSeed(ctx context.Context, id string) ([]byte, error) {
+	if _, err := k.usableProject(ctx, id); err != nil {
+		return nil, err
+	}
+	sec, err := k.readSecrets(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return sec.OPRFSeed, nil
+}

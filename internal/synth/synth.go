@@ -39,6 +39,13 @@
 // sources, persons under 18 or with an unknown birth date, the 18th
 // birthday itself and the day before it.
 //
+// # A partner authority's file
+//
+// [WritePartnerFile] writes the other side of a blind linkage: a partner
+// authority's file (an income register, say) holding the region's cohort
+// members among persons the region does not have, with invalid identities
+// besides, and returns a [PartnerTruth] of what the region must find.
+//
 // # Determinism and scale
 //
 // The output depends only on [Options]: the same seed gives byte-identical

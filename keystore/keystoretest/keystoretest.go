@@ -2,7 +2,8 @@
 // [Run] checks a [keystore.Keystore] over the backend for stable and dense
 // run numbers, keyed order, unlinkability across projects, concurrency
 // across goroutines and store instances, retention, holds, destruction and
-// the errors after it.
+// the errors after it, and the export of a mapping and a project's OPRF
+// seed.
 package keystoretest
 
 import (
@@ -152,6 +153,7 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, newEnv(t, factory), all) })
 	t.Run("FailedWriteLeavesNoHalfMapping", func(t *testing.T) { testFailedWrite(t, newEnv(t, factory), all) })
 	t.Run("Reidentify", func(t *testing.T) { testReidentify(t, newEnv(t, factory), all) })
+	t.Run("MappingsAndOPRFSeed", func(t *testing.T) { testMappings(t, newEnv(t, factory), all) })
 	t.Run("RetentionAndDestruction", func(t *testing.T) { testRetention(t, newEnv(t, factory), all) })
 	t.Run("Holds", func(t *testing.T) { testHolds(t, newEnv(t, factory), all) })
 	t.Run("ExtendRetention", func(t *testing.T) { testExtend(t, newEnv(t, factory), all) })
@@ -402,6 +404,111 @@ func testReidentify(t *testing.T, e *env, all []personnummer.Number) {
 	}
 	if _, err := e.ks.Reidentify(e.ctx, "r", keystore.RunNumber(len(ns)+1), "why"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("Reidentify of an unassigned LopNr: %v", err)
+	}
+}
+
+func testMappings(t *testing.T, e *env, all []personnummer.Number) {
+	e.project("m", 90*24*time.Hour)
+	e.project("m2", 365*24*time.Hour)
+	ns := spread(all, 1500)
+	// Two calls, overlapping: two chunks, the second from LopNr 1001.
+	want := map[string]keystore.RunNumber{}
+	for _, batch := range [][]personnummer.Number{ns[:1000], ns[600:]} {
+		for i, r := range e.assign("m", batch) {
+			want[batch[i].Canonical()] = r
+		}
+	}
+	e.assign("m2", ns[:10])
+
+	// Through the Keystore that assigned (its cache) and a fresh one.
+	for _, ks := range []*keystore.Keystore{e.ks, e.keystore()} {
+		seen := map[string]bool{}
+		var next keystore.RunNumber = 1
+		err := ks.Mappings(e.ctx, "m", func(canonical string, r keystore.RunNumber) error {
+			if r != next {
+				return fmt.Errorf("LopNr %d where %d was due: not in LopNr order", r, next)
+			}
+			next++
+			if seen[canonical] {
+				return fmt.Errorf("LopNr %d: a person given twice", r)
+			}
+			seen[canonical] = true
+			if w, ok := want[canonical]; !ok || w != r {
+				return fmt.Errorf("LopNr %d: not the person Assign gave it to", r)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Mappings: %v", err)
+		}
+		if len(seen) != len(ns) {
+			t.Fatalf("Mappings gave %d persons, want %d", len(seen), len(ns))
+		}
+	}
+
+	// An error from fn stops it and comes back.
+	stop := errors.New("stop here")
+	calls := 0
+	err := e.keystore().Mappings(e.ctx, "m", func(string, keystore.RunNumber) error {
+		if calls++; calls == 10 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 10 {
+		t.Fatalf("Mappings with fn failing at the 10th person: %v after %d calls", err, calls)
+	}
+	if err := e.ks.Mappings(e.ctx, "nosuch", func(string, keystore.RunNumber) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("Mappings of an unknown project: %v", err)
+	}
+
+	// The OPRF seed: 32 bytes, the same through every Keystore, another
+	// for another project.
+	seed, err := e.ks.OPRFSeed(e.ctx, "m")
+	if err != nil || len(seed) != 32 {
+		t.Fatalf("OPRFSeed: %d bytes, %v; want 32", len(seed), err)
+	}
+	if again, err := e.keystore().OPRFSeed(e.ctx, "m"); err != nil || !slices.Equal(again, seed) {
+		t.Fatalf("OPRFSeed through another Keystore differs (%v)", err)
+	}
+	if again, err := e.ks.OPRFSeed(e.ctx, "m"); err != nil || !slices.Equal(again, seed) {
+		t.Fatalf("a second OPRFSeed differs (%v)", err)
+	}
+	if other, err := e.ks.OPRFSeed(e.ctx, "m2"); err != nil || slices.Equal(other, seed) {
+		t.Fatalf("two projects have the same OPRF seed (%v)", err)
+	}
+
+	calls = 0
+	count := func(string, keystore.RunNumber) error { calls++; return nil }
+	// Past retention: refused.
+	e.clock.Advance(90*24*time.Hour + time.Hour)
+	if err := e.ks.Mappings(e.ctx, "m", count); !errors.Is(err, keystore.ErrExpired) || !strings.Contains(err.Error(), "2027-02-23") {
+		t.Fatalf("Mappings past retain_until: %v; want ErrExpired naming 2027-02-23", err)
+	}
+	if _, err := e.ks.OPRFSeed(e.ctx, "m"); !errors.Is(err, keystore.ErrExpired) {
+		t.Fatalf("OPRFSeed past retain_until: %v; want ErrExpired", err)
+	}
+	// Destroyed: refused, naming the date, through the cache and without.
+	if _, err := e.ks.Destroy(e.ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ks := range []*keystore.Keystore{e.ks, e.keystore()} {
+		for name, err := range map[string]error{
+			"Mappings": ks.Mappings(e.ctx, "m", count),
+			"OPRFSeed": func() error { _, err := ks.OPRFSeed(e.ctx, "m"); return err }(),
+		} {
+			var de *keystore.DestroyedError
+			if !errors.Is(err, keystore.ErrDestroyed) || !errors.As(err, &de) || !strings.Contains(err.Error(), "2027-02-23") {
+				t.Fatalf("%s after destruction: %v; want ErrDestroyed naming 2027-02-23", name, err)
+			}
+		}
+	}
+	if calls != 0 {
+		t.Fatalf("fn was called %d times for a project past retention or destroyed", calls)
+	}
+	// The other project still answers.
+	if err := e.ks.Mappings(e.ctx, "m2", count); err != nil || calls != 10 {
+		t.Fatalf("Mappings of the project within retention: %d persons, %v; want 10", calls, err)
 	}
 }
 
