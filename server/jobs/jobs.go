@@ -182,16 +182,35 @@ func (r *Runner) save(j *Job) error {
 	return atomicfile.Write(filepath.Join(r.dir, j.ID+".json"), b)
 }
 
-// Submit keeps a new job and queues it.
-func (r *Runner) Submit(project, submitter string, spec []byte) (Job, error) {
+// NewID returns a new job id: the day and 16 random hex digits.
+func (r *Runner) NewID() (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return r.opts.Clock().UTC().Format("20060102") + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// Submit keeps a new job and queues it.
+func (r *Runner) Submit(project, submitter string, spec []byte) (Job, error) {
+	id, err := r.NewID()
+	if err != nil {
 		return Job{}, err
 	}
+	return r.SubmitID(id, project, submitter, spec)
+}
+
+// SubmitID is Submit with an id from NewID, for a caller that prepares the
+// job's files under its id first.
+func (r *Runner) SubmitID(id, project, submitter string, spec []byte) (Job, error) {
 	now := r.opts.Clock().UTC()
-	j := &Job{ID: now.Format("20060102") + "-" + hex.EncodeToString(b[:]), Project: project, Submitter: submitter,
+	j := &Job{ID: id, Project: project, Submitter: submitter,
 		Spec: spec, State: Queued, Created: now, Last: Event{Stage: string(Queued), State: Queued}}
 	r.mu.Lock()
+	if _, taken := r.jobs[id]; taken {
+		r.mu.Unlock()
+		return Job{}, fmt.Errorf("jobs: job %q exists", id)
+	}
 	if err := r.save(j); err != nil {
 		r.mu.Unlock()
 		return Job{}, fmt.Errorf("jobs: keep job: %w", err)

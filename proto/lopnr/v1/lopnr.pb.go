@@ -139,6 +139,57 @@ func (ReidentificationState) EnumDescriptor() ([]byte, []int) {
 	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{1}
 }
 
+type KeyedBy int32
+
+const (
+	KeyedBy_KEYED_BY_UNSPECIFIED KeyedBy = 0
+	// The identity column holds LopNr of the project.
+	KeyedBy_KEYED_BY_LOPNR KeyedBy = 1
+	// The identity column holds OPRF pseudonyms (lopnr partner blind).
+	KeyedBy_KEYED_BY_PSEUDONYM KeyedBy = 2
+)
+
+// Enum value maps for KeyedBy.
+var (
+	KeyedBy_name = map[int32]string{
+		0: "KEYED_BY_UNSPECIFIED",
+		1: "KEYED_BY_LOPNR",
+		2: "KEYED_BY_PSEUDONYM",
+	}
+	KeyedBy_value = map[string]int32{
+		"KEYED_BY_UNSPECIFIED": 0,
+		"KEYED_BY_LOPNR":       1,
+		"KEYED_BY_PSEUDONYM":   2,
+	}
+)
+
+func (x KeyedBy) Enum() *KeyedBy {
+	p := new(KeyedBy)
+	*p = x
+	return p
+}
+
+func (x KeyedBy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyedBy) Descriptor() protoreflect.EnumDescriptor {
+	return file_lopnr_v1_lopnr_proto_enumTypes[2].Descriptor()
+}
+
+func (KeyedBy) Type() protoreflect.EnumType {
+	return &file_lopnr_v1_lopnr_proto_enumTypes[2]
+}
+
+func (x KeyedBy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyedBy.Descriptor instead.
+func (KeyedBy) EnumDescriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{2}
+}
+
 // ApprovedVariable approves one column of one source (a range such as
 // DIA1..DIA30, or a derived variable's output name), with the transforms
 // allowed; none means keep, and so anything coarser.
@@ -2638,6 +2689,889 @@ func (x *VerifyAuditResponse) GetProblem() string {
 	return ""
 }
 
+type Partner struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The subject of the partner's client certificate.
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The partner's age public key: key files are encrypted to it.
+	Recipient string `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	// Elements the partner may have evaluated in this project, and how many
+	// it has.
+	EvaluateBudget int64                  `protobuf:"varint,4,opt,name=evaluate_budget,json=evaluateBudget,proto3" json:"evaluate_budget,omitempty"`
+	Evaluated      int64                  `protobuf:"varint,5,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
+	Registered     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=registered,proto3" json:"registered,omitempty"`
+	RegisteredBy   string                 `protobuf:"bytes,7,opt,name=registered_by,json=registeredBy,proto3" json:"registered_by,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Partner) Reset() {
+	*x = Partner{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Partner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Partner) ProtoMessage() {}
+
+func (x *Partner) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Partner.ProtoReflect.Descriptor instead.
+func (*Partner) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Partner) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Partner) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *Partner) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *Partner) GetEvaluateBudget() int64 {
+	if x != nil {
+		return x.EvaluateBudget
+	}
+	return 0
+}
+
+func (x *Partner) GetEvaluated() int64 {
+	if x != nil {
+		return x.Evaluated
+	}
+	return 0
+}
+
+func (x *Partner) GetRegistered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Registered
+	}
+	return nil
+}
+
+func (x *Partner) GetRegisteredBy() string {
+	if x != nil {
+		return x.RegisteredBy
+	}
+	return ""
+}
+
+type RegisterPartnerRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Project        string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Identity       string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Recipient      string                 `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	EvaluateBudget int64                  `protobuf:"varint,4,opt,name=evaluate_budget,json=evaluateBudget,proto3" json:"evaluate_budget,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RegisterPartnerRequest) Reset() {
+	*x = RegisterPartnerRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterPartnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterPartnerRequest) ProtoMessage() {}
+
+func (x *RegisterPartnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterPartnerRequest.ProtoReflect.Descriptor instead.
+func (*RegisterPartnerRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RegisterPartnerRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *RegisterPartnerRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *RegisterPartnerRequest) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *RegisterPartnerRequest) GetEvaluateBudget() int64 {
+	if x != nil {
+		return x.EvaluateBudget
+	}
+	return 0
+}
+
+type ListPartnersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPartnersRequest) Reset() {
+	*x = ListPartnersRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPartnersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPartnersRequest) ProtoMessage() {}
+
+func (x *ListPartnersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPartnersRequest.ProtoReflect.Descriptor instead.
+func (*ListPartnersRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListPartnersRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type ListPartnersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partners      []*Partner             `protobuf:"bytes,1,rep,name=partners,proto3" json:"partners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPartnersResponse) Reset() {
+	*x = ListPartnersResponse{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPartnersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPartnersResponse) ProtoMessage() {}
+
+func (x *ListPartnersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPartnersResponse.ProtoReflect.Descriptor instead.
+func (*ListPartnersResponse) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListPartnersResponse) GetPartners() []*Partner {
+	if x != nil {
+		return x.Partners
+	}
+	return nil
+}
+
+type GetPartnerKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPartnerKeysRequest) Reset() {
+	*x = GetPartnerKeysRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPartnerKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPartnerKeysRequest) ProtoMessage() {}
+
+func (x *GetPartnerKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPartnerKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetPartnerKeysRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetPartnerKeysRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type PartnerKeys struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The OPRF suite and mode.
+	Suite string `protobuf:"bytes,2,opt,name=suite,proto3" json:"suite,omitempty"`
+	// The project's OPRF public key (marshalled group element).
+	OprfPublicKey []byte `protobuf:"bytes,3,opt,name=oprf_public_key,json=oprfPublicKey,proto3" json:"oprf_public_key,omitempty"`
+	// The service's age public key, for uploads.
+	ServiceRecipient string `protobuf:"bytes,4,opt,name=service_recipient,json=serviceRecipient,proto3" json:"service_recipient,omitempty"`
+	EvaluateBudget   int64  `protobuf:"varint,5,opt,name=evaluate_budget,json=evaluateBudget,proto3" json:"evaluate_budget,omitempty"`
+	Evaluated        int64  `protobuf:"varint,6,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PartnerKeys) Reset() {
+	*x = PartnerKeys{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartnerKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartnerKeys) ProtoMessage() {}
+
+func (x *PartnerKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartnerKeys.ProtoReflect.Descriptor instead.
+func (*PartnerKeys) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *PartnerKeys) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *PartnerKeys) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *PartnerKeys) GetOprfPublicKey() []byte {
+	if x != nil {
+		return x.OprfPublicKey
+	}
+	return nil
+}
+
+func (x *PartnerKeys) GetServiceRecipient() string {
+	if x != nil {
+		return x.ServiceRecipient
+	}
+	return ""
+}
+
+func (x *PartnerKeys) GetEvaluateBudget() int64 {
+	if x != nil {
+		return x.EvaluateBudget
+	}
+	return 0
+}
+
+func (x *PartnerKeys) GetEvaluated() int64 {
+	if x != nil {
+		return x.Evaluated
+	}
+	return 0
+}
+
+type GetKeyFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyFileRequest) Reset() {
+	*x = GetKeyFileRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyFileRequest) ProtoMessage() {}
+
+func (x *GetKeyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyFileRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyFileRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GetKeyFileRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type FileChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunk) Reset() {
+	*x = FileChunk{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunk) ProtoMessage() {}
+
+func (x *FileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
+func (*FileChunk) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *FileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type EvaluateRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// Blinded elements, marshalled; at most 4096 in one request.
+	Blinded       [][]byte `protobuf:"bytes,2,rep,name=blinded,proto3" json:"blinded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateRequest) Reset() {
+	*x = EvaluateRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateRequest) ProtoMessage() {}
+
+func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *EvaluateRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *EvaluateRequest) GetBlinded() [][]byte {
+	if x != nil {
+		return x.Blinded
+	}
+	return nil
+}
+
+type EvaluateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Evaluated elements, in the order of the request.
+	Evaluated [][]byte `protobuf:"bytes,1,rep,name=evaluated,proto3" json:"evaluated,omitempty"`
+	// The DLEQ proof that the project's key evaluated them.
+	Proof         []byte `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateResponse) Reset() {
+	*x = EvaluateResponse{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateResponse) ProtoMessage() {}
+
+func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateResponse.ProtoReflect.Descriptor instead.
+func (*EvaluateResponse) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *EvaluateResponse) GetEvaluated() [][]byte {
+	if x != nil {
+		return x.Evaluated
+	}
+	return nil
+}
+
+func (x *EvaluateResponse) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// ImportVariable is a column of the partner's file to deliver, with its
+// transform (keep, truncate(N), year, …), as a job spec's variables.
+type ImportVariable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Column        string                 `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
+	Transform     string                 `protobuf:"bytes,2,opt,name=transform,proto3" json:"transform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportVariable) Reset() {
+	*x = ImportVariable{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportVariable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportVariable) ProtoMessage() {}
+
+func (x *ImportVariable) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportVariable.ProtoReflect.Descriptor instead.
+func (*ImportVariable) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ImportVariable) GetColumn() string {
+	if x != nil {
+		return x.Column
+	}
+	return ""
+}
+
+func (x *ImportVariable) GetTransform() string {
+	if x != nil {
+		return x.Transform
+	}
+	return ""
+}
+
+type ImportHeader struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The source's name in the delivery and the approved variable list,
+	// such as scb_inkomst.
+	Source  string  `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	KeyedBy KeyedBy `protobuf:"varint,3,opt,name=keyed_by,json=keyedBy,proto3,enum=lopnr.v1.KeyedBy" json:"keyed_by,omitempty"`
+	// The column with the LopNr or pseudonym.
+	IdentityColumn string `protobuf:"bytes,4,opt,name=identity_column,json=identityColumn,proto3" json:"identity_column,omitempty"`
+	// The CSV delimiter; default ";".
+	Delimiter     string            `protobuf:"bytes,5,opt,name=delimiter,proto3" json:"delimiter,omitempty"`
+	Variables     []*ImportVariable `protobuf:"bytes,6,rep,name=variables,proto3" json:"variables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportHeader) Reset() {
+	*x = ImportHeader{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportHeader) ProtoMessage() {}
+
+func (x *ImportHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportHeader.ProtoReflect.Descriptor instead.
+func (*ImportHeader) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ImportHeader) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ImportHeader) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ImportHeader) GetKeyedBy() KeyedBy {
+	if x != nil {
+		return x.KeyedBy
+	}
+	return KeyedBy_KEYED_BY_UNSPECIFIED
+}
+
+func (x *ImportHeader) GetIdentityColumn() string {
+	if x != nil {
+		return x.IdentityColumn
+	}
+	return ""
+}
+
+func (x *ImportHeader) GetDelimiter() string {
+	if x != nil {
+		return x.Delimiter
+	}
+	return ""
+}
+
+func (x *ImportHeader) GetVariables() []*ImportVariable {
+	if x != nil {
+		return x.Variables
+	}
+	return nil
+}
+
+type ImportPartnerFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*ImportPartnerFileRequest_Header
+	//	*ImportPartnerFileRequest_Data
+	Part          isImportPartnerFileRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportPartnerFileRequest) Reset() {
+	*x = ImportPartnerFileRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportPartnerFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportPartnerFileRequest) ProtoMessage() {}
+
+func (x *ImportPartnerFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportPartnerFileRequest.ProtoReflect.Descriptor instead.
+func (*ImportPartnerFileRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ImportPartnerFileRequest) GetPart() isImportPartnerFileRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *ImportPartnerFileRequest) GetHeader() *ImportHeader {
+	if x != nil {
+		if x, ok := x.Part.(*ImportPartnerFileRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *ImportPartnerFileRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*ImportPartnerFileRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isImportPartnerFileRequest_Part interface {
+	isImportPartnerFileRequest_Part()
+}
+
+type ImportPartnerFileRequest_Header struct {
+	// The first message.
+	Header *ImportHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type ImportPartnerFileRequest_Data struct {
+	// Then the file, encrypted with age to the service's recipient.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*ImportPartnerFileRequest_Header) isImportPartnerFileRequest_Part() {}
+
+func (*ImportPartnerFileRequest_Data) isImportPartnerFileRequest_Part() {}
+
+type ImportPartnerFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The supplementary delivery's job.
+	Job  string `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Rows int64  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Rows of the project's persons, and the others.
+	Matched   int64 `protobuf:"varint,3,opt,name=matched,proto3" json:"matched,omitempty"`
+	Unmatched int64 `protobuf:"varint,4,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
+	// The project's persons found in the file.
+	Persons       int64 `protobuf:"varint,5,opt,name=persons,proto3" json:"persons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportPartnerFileResponse) Reset() {
+	*x = ImportPartnerFileResponse{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportPartnerFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportPartnerFileResponse) ProtoMessage() {}
+
+func (x *ImportPartnerFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportPartnerFileResponse.ProtoReflect.Descriptor instead.
+func (*ImportPartnerFileResponse) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ImportPartnerFileResponse) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *ImportPartnerFileResponse) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ImportPartnerFileResponse) GetMatched() int64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *ImportPartnerFileResponse) GetUnmatched() int64 {
+	if x != nil {
+		return x.Unmatched
+	}
+	return 0
+}
+
+func (x *ImportPartnerFileResponse) GetPersons() int64 {
+	if x != nil {
+		return x.Persons
+	}
+	return 0
+}
+
 var File_lopnr_v1_lopnr_proto protoreflect.FileDescriptor
 
 const file_lopnr_v1_lopnr_proto_rawDesc = "" +
@@ -2836,7 +3770,65 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x03R\aheadSeq\x12\x1b\n" +
 	"\thead_hash\x18\x03 \x01(\tR\bheadHash\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem*\x9a\x01\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\"\x85\x02\n" +
+	"\aPartner\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1c\n" +
+	"\trecipient\x18\x03 \x01(\tR\trecipient\x12'\n" +
+	"\x0fevaluate_budget\x18\x04 \x01(\x03R\x0eevaluateBudget\x12\x1c\n" +
+	"\tevaluated\x18\x05 \x01(\x03R\tevaluated\x12:\n" +
+	"\n" +
+	"registered\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"registered\x12#\n" +
+	"\rregistered_by\x18\a \x01(\tR\fregisteredBy\"\x95\x01\n" +
+	"\x16RegisterPartnerRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1c\n" +
+	"\trecipient\x18\x03 \x01(\tR\trecipient\x12'\n" +
+	"\x0fevaluate_budget\x18\x04 \x01(\x03R\x0eevaluateBudget\"/\n" +
+	"\x13ListPartnersRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"E\n" +
+	"\x14ListPartnersResponse\x12-\n" +
+	"\bpartners\x18\x01 \x03(\v2\x11.lopnr.v1.PartnerR\bpartners\"1\n" +
+	"\x15GetPartnerKeysRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"\xd9\x01\n" +
+	"\vPartnerKeys\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05suite\x18\x02 \x01(\tR\x05suite\x12&\n" +
+	"\x0foprf_public_key\x18\x03 \x01(\fR\roprfPublicKey\x12+\n" +
+	"\x11service_recipient\x18\x04 \x01(\tR\x10serviceRecipient\x12'\n" +
+	"\x0fevaluate_budget\x18\x05 \x01(\x03R\x0eevaluateBudget\x12\x1c\n" +
+	"\tevaluated\x18\x06 \x01(\x03R\tevaluated\"-\n" +
+	"\x11GetKeyFileRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"\x1f\n" +
+	"\tFileChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"E\n" +
+	"\x0fEvaluateRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x18\n" +
+	"\ablinded\x18\x02 \x03(\fR\ablinded\"F\n" +
+	"\x10EvaluateResponse\x12\x1c\n" +
+	"\tevaluated\x18\x01 \x03(\fR\tevaluated\x12\x14\n" +
+	"\x05proof\x18\x02 \x01(\fR\x05proof\"F\n" +
+	"\x0eImportVariable\x12\x16\n" +
+	"\x06column\x18\x01 \x01(\tR\x06column\x12\x1c\n" +
+	"\ttransform\x18\x02 \x01(\tR\ttransform\"\xed\x01\n" +
+	"\fImportHeader\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12,\n" +
+	"\bkeyed_by\x18\x03 \x01(\x0e2\x11.lopnr.v1.KeyedByR\akeyedBy\x12'\n" +
+	"\x0fidentity_column\x18\x04 \x01(\tR\x0eidentityColumn\x12\x1c\n" +
+	"\tdelimiter\x18\x05 \x01(\tR\tdelimiter\x126\n" +
+	"\tvariables\x18\x06 \x03(\v2\x18.lopnr.v1.ImportVariableR\tvariables\"j\n" +
+	"\x18ImportPartnerFileRequest\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x16.lopnr.v1.ImportHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
+	"\x04part\"\x93\x01\n" +
+	"\x19ImportPartnerFileResponse\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x18\n" +
+	"\amatched\x18\x03 \x01(\x03R\amatched\x12\x1c\n" +
+	"\tunmatched\x18\x04 \x01(\x03R\tunmatched\x12\x18\n" +
+	"\apersons\x18\x05 \x01(\x03R\apersons*\x9a\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -2848,7 +3840,11 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\"REIDENTIFICATION_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eREIDENTIFICATION_STATE_PENDING\x10\x01\x12#\n" +
 	"\x1fREIDENTIFICATION_STATE_APPROVED\x10\x02\x12\x1f\n" +
-	"\x1bREIDENTIFICATION_STATE_DONE\x10\x032\xa7\x03\n" +
+	"\x1bREIDENTIFICATION_STATE_DONE\x10\x03*O\n" +
+	"\aKeyedBy\x12\x18\n" +
+	"\x14KEYED_BY_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKEYED_BY_LOPNR\x10\x01\x12\x16\n" +
+	"\x12KEYED_BY_PSEUDONYM\x10\x022\xa7\x03\n" +
 	"\x0eProjectService\x12B\n" +
 	"\rCreateProject\x12\x1e.lopnr.v1.CreateProjectRequest\x1a\x11.lopnr.v1.Project\x12<\n" +
 	"\n" +
@@ -2877,7 +3873,15 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x05Sweep\x12\x16.lopnr.v1.SweepRequest\x1a\x17.lopnr.v1.SweepResponse2\xa0\x01\n" +
 	"\fAuditService\x12D\n" +
 	"\tListAudit\x12\x1a.lopnr.v1.ListAuditRequest\x1a\x1b.lopnr.v1.ListAuditResponse\x12J\n" +
-	"\vVerifyAudit\x12\x1c.lopnr.v1.VerifyAuditRequest\x1a\x1d.lopnr.v1.VerifyAuditResponseB/Z-github.com/lopnr/lopnr/proto/lopnr/v1;lopnrv1b\x06proto3"
+	"\vVerifyAudit\x12\x1c.lopnr.v1.VerifyAuditRequest\x1a\x1d.lopnr.v1.VerifyAuditResponse2\xda\x03\n" +
+	"\x0ePartnerService\x12F\n" +
+	"\x0fRegisterPartner\x12 .lopnr.v1.RegisterPartnerRequest\x1a\x11.lopnr.v1.Partner\x12M\n" +
+	"\fListPartners\x12\x1d.lopnr.v1.ListPartnersRequest\x1a\x1e.lopnr.v1.ListPartnersResponse\x12H\n" +
+	"\x0eGetPartnerKeys\x12\x1f.lopnr.v1.GetPartnerKeysRequest\x1a\x15.lopnr.v1.PartnerKeys\x12@\n" +
+	"\n" +
+	"GetKeyFile\x12\x1b.lopnr.v1.GetKeyFileRequest\x1a\x13.lopnr.v1.FileChunk0\x01\x12E\n" +
+	"\bEvaluate\x12\x19.lopnr.v1.EvaluateRequest\x1a\x1a.lopnr.v1.EvaluateResponse(\x010\x01\x12^\n" +
+	"\x11ImportPartnerFile\x12\".lopnr.v1.ImportPartnerFileRequest\x1a#.lopnr.v1.ImportPartnerFileResponse(\x01B/Z-github.com/lopnr/lopnr/proto/lopnr/v1;lopnrv1b\x06proto3"
 
 var (
 	file_lopnr_v1_lopnr_proto_rawDescOnce sync.Once
@@ -2891,130 +3895,162 @@ func file_lopnr_v1_lopnr_proto_rawDescGZIP() []byte {
 	return file_lopnr_v1_lopnr_proto_rawDescData
 }
 
-var file_lopnr_v1_lopnr_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lopnr_v1_lopnr_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_lopnr_v1_lopnr_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_lopnr_v1_lopnr_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_lopnr_v1_lopnr_proto_goTypes = []any{
 	(JobState)(0),                          // 0: lopnr.v1.JobState
 	(ReidentificationState)(0),             // 1: lopnr.v1.ReidentificationState
-	(*ApprovedVariable)(nil),               // 2: lopnr.v1.ApprovedVariable
-	(*Project)(nil),                        // 3: lopnr.v1.Project
-	(*RetentionChange)(nil),                // 4: lopnr.v1.RetentionChange
-	(*CreateProjectRequest)(nil),           // 5: lopnr.v1.CreateProjectRequest
-	(*GetProjectRequest)(nil),              // 6: lopnr.v1.GetProjectRequest
-	(*ListProjectsRequest)(nil),            // 7: lopnr.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),           // 8: lopnr.v1.ListProjectsResponse
-	(*ExtendRetentionRequest)(nil),         // 9: lopnr.v1.ExtendRetentionRequest
-	(*SetHoldRequest)(nil),                 // 10: lopnr.v1.SetHoldRequest
-	(*DestroyProjectRequest)(nil),          // 11: lopnr.v1.DestroyProjectRequest
-	(*Receipt)(nil),                        // 12: lopnr.v1.Receipt
-	(*JobEvent)(nil),                       // 13: lopnr.v1.JobEvent
-	(*Job)(nil),                            // 14: lopnr.v1.Job
-	(*SubmitJobRequest)(nil),               // 15: lopnr.v1.SubmitJobRequest
-	(*GetJobRequest)(nil),                  // 16: lopnr.v1.GetJobRequest
-	(*ListJobsRequest)(nil),                // 17: lopnr.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),               // 18: lopnr.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),               // 19: lopnr.v1.CancelJobRequest
-	(*WatchJobRequest)(nil),                // 20: lopnr.v1.WatchJobRequest
-	(*DeliveryFile)(nil),                   // 21: lopnr.v1.DeliveryFile
-	(*Delivery)(nil),                       // 22: lopnr.v1.Delivery
-	(*ListDeliveriesRequest)(nil),          // 23: lopnr.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),         // 24: lopnr.v1.ListDeliveriesResponse
-	(*ReleaseDeliveryRequest)(nil),         // 25: lopnr.v1.ReleaseDeliveryRequest
-	(*PresignDeliveryRequest)(nil),         // 26: lopnr.v1.PresignDeliveryRequest
-	(*PresignedFile)(nil),                  // 27: lopnr.v1.PresignedFile
-	(*PresignDeliveryResponse)(nil),        // 28: lopnr.v1.PresignDeliveryResponse
-	(*Reidentification)(nil),               // 29: lopnr.v1.Reidentification
-	(*RequestReidentificationRequest)(nil), // 30: lopnr.v1.RequestReidentificationRequest
-	(*ApproveReidentificationRequest)(nil), // 31: lopnr.v1.ApproveReidentificationRequest
-	(*ReidentifyRequest)(nil),              // 32: lopnr.v1.ReidentifyRequest
-	(*ReidentifyResponse)(nil),             // 33: lopnr.v1.ReidentifyResponse
-	(*SweepRequest)(nil),                   // 34: lopnr.v1.SweepRequest
-	(*SweepResponse)(nil),                  // 35: lopnr.v1.SweepResponse
-	(*AuditEntry)(nil),                     // 36: lopnr.v1.AuditEntry
-	(*ListAuditRequest)(nil),               // 37: lopnr.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),              // 38: lopnr.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),             // 39: lopnr.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),            // 40: lopnr.v1.VerifyAuditResponse
-	(*timestamppb.Timestamp)(nil),          // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 42: google.protobuf.Duration
+	(KeyedBy)(0),                           // 2: lopnr.v1.KeyedBy
+	(*ApprovedVariable)(nil),               // 3: lopnr.v1.ApprovedVariable
+	(*Project)(nil),                        // 4: lopnr.v1.Project
+	(*RetentionChange)(nil),                // 5: lopnr.v1.RetentionChange
+	(*CreateProjectRequest)(nil),           // 6: lopnr.v1.CreateProjectRequest
+	(*GetProjectRequest)(nil),              // 7: lopnr.v1.GetProjectRequest
+	(*ListProjectsRequest)(nil),            // 8: lopnr.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),           // 9: lopnr.v1.ListProjectsResponse
+	(*ExtendRetentionRequest)(nil),         // 10: lopnr.v1.ExtendRetentionRequest
+	(*SetHoldRequest)(nil),                 // 11: lopnr.v1.SetHoldRequest
+	(*DestroyProjectRequest)(nil),          // 12: lopnr.v1.DestroyProjectRequest
+	(*Receipt)(nil),                        // 13: lopnr.v1.Receipt
+	(*JobEvent)(nil),                       // 14: lopnr.v1.JobEvent
+	(*Job)(nil),                            // 15: lopnr.v1.Job
+	(*SubmitJobRequest)(nil),               // 16: lopnr.v1.SubmitJobRequest
+	(*GetJobRequest)(nil),                  // 17: lopnr.v1.GetJobRequest
+	(*ListJobsRequest)(nil),                // 18: lopnr.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),               // 19: lopnr.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),               // 20: lopnr.v1.CancelJobRequest
+	(*WatchJobRequest)(nil),                // 21: lopnr.v1.WatchJobRequest
+	(*DeliveryFile)(nil),                   // 22: lopnr.v1.DeliveryFile
+	(*Delivery)(nil),                       // 23: lopnr.v1.Delivery
+	(*ListDeliveriesRequest)(nil),          // 24: lopnr.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),         // 25: lopnr.v1.ListDeliveriesResponse
+	(*ReleaseDeliveryRequest)(nil),         // 26: lopnr.v1.ReleaseDeliveryRequest
+	(*PresignDeliveryRequest)(nil),         // 27: lopnr.v1.PresignDeliveryRequest
+	(*PresignedFile)(nil),                  // 28: lopnr.v1.PresignedFile
+	(*PresignDeliveryResponse)(nil),        // 29: lopnr.v1.PresignDeliveryResponse
+	(*Reidentification)(nil),               // 30: lopnr.v1.Reidentification
+	(*RequestReidentificationRequest)(nil), // 31: lopnr.v1.RequestReidentificationRequest
+	(*ApproveReidentificationRequest)(nil), // 32: lopnr.v1.ApproveReidentificationRequest
+	(*ReidentifyRequest)(nil),              // 33: lopnr.v1.ReidentifyRequest
+	(*ReidentifyResponse)(nil),             // 34: lopnr.v1.ReidentifyResponse
+	(*SweepRequest)(nil),                   // 35: lopnr.v1.SweepRequest
+	(*SweepResponse)(nil),                  // 36: lopnr.v1.SweepResponse
+	(*AuditEntry)(nil),                     // 37: lopnr.v1.AuditEntry
+	(*ListAuditRequest)(nil),               // 38: lopnr.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 39: lopnr.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),             // 40: lopnr.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),            // 41: lopnr.v1.VerifyAuditResponse
+	(*Partner)(nil),                        // 42: lopnr.v1.Partner
+	(*RegisterPartnerRequest)(nil),         // 43: lopnr.v1.RegisterPartnerRequest
+	(*ListPartnersRequest)(nil),            // 44: lopnr.v1.ListPartnersRequest
+	(*ListPartnersResponse)(nil),           // 45: lopnr.v1.ListPartnersResponse
+	(*GetPartnerKeysRequest)(nil),          // 46: lopnr.v1.GetPartnerKeysRequest
+	(*PartnerKeys)(nil),                    // 47: lopnr.v1.PartnerKeys
+	(*GetKeyFileRequest)(nil),              // 48: lopnr.v1.GetKeyFileRequest
+	(*FileChunk)(nil),                      // 49: lopnr.v1.FileChunk
+	(*EvaluateRequest)(nil),                // 50: lopnr.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),               // 51: lopnr.v1.EvaluateResponse
+	(*ImportVariable)(nil),                 // 52: lopnr.v1.ImportVariable
+	(*ImportHeader)(nil),                   // 53: lopnr.v1.ImportHeader
+	(*ImportPartnerFileRequest)(nil),       // 54: lopnr.v1.ImportPartnerFileRequest
+	(*ImportPartnerFileResponse)(nil),      // 55: lopnr.v1.ImportPartnerFileResponse
+	(*timestamppb.Timestamp)(nil),          // 56: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 57: google.protobuf.Duration
 }
 var file_lopnr_v1_lopnr_proto_depIdxs = []int32{
-	2,  // 0: lopnr.v1.Project.approved_variables:type_name -> lopnr.v1.ApprovedVariable
-	41, // 1: lopnr.v1.Project.created:type_name -> google.protobuf.Timestamp
-	41, // 2: lopnr.v1.Project.retain_until:type_name -> google.protobuf.Timestamp
-	41, // 3: lopnr.v1.Project.destroyed:type_name -> google.protobuf.Timestamp
-	4,  // 4: lopnr.v1.Project.changes:type_name -> lopnr.v1.RetentionChange
-	41, // 5: lopnr.v1.RetentionChange.at:type_name -> google.protobuf.Timestamp
-	41, // 6: lopnr.v1.RetentionChange.until:type_name -> google.protobuf.Timestamp
-	2,  // 7: lopnr.v1.CreateProjectRequest.approved_variables:type_name -> lopnr.v1.ApprovedVariable
-	3,  // 8: lopnr.v1.ListProjectsResponse.projects:type_name -> lopnr.v1.Project
-	41, // 9: lopnr.v1.ExtendRetentionRequest.retain_until:type_name -> google.protobuf.Timestamp
-	41, // 10: lopnr.v1.Receipt.destroyed_at:type_name -> google.protobuf.Timestamp
-	41, // 11: lopnr.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
+	3,  // 0: lopnr.v1.Project.approved_variables:type_name -> lopnr.v1.ApprovedVariable
+	56, // 1: lopnr.v1.Project.created:type_name -> google.protobuf.Timestamp
+	56, // 2: lopnr.v1.Project.retain_until:type_name -> google.protobuf.Timestamp
+	56, // 3: lopnr.v1.Project.destroyed:type_name -> google.protobuf.Timestamp
+	5,  // 4: lopnr.v1.Project.changes:type_name -> lopnr.v1.RetentionChange
+	56, // 5: lopnr.v1.RetentionChange.at:type_name -> google.protobuf.Timestamp
+	56, // 6: lopnr.v1.RetentionChange.until:type_name -> google.protobuf.Timestamp
+	3,  // 7: lopnr.v1.CreateProjectRequest.approved_variables:type_name -> lopnr.v1.ApprovedVariable
+	4,  // 8: lopnr.v1.ListProjectsResponse.projects:type_name -> lopnr.v1.Project
+	56, // 9: lopnr.v1.ExtendRetentionRequest.retain_until:type_name -> google.protobuf.Timestamp
+	56, // 10: lopnr.v1.Receipt.destroyed_at:type_name -> google.protobuf.Timestamp
+	56, // 11: lopnr.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
 	0,  // 12: lopnr.v1.JobEvent.state:type_name -> lopnr.v1.JobState
 	0,  // 13: lopnr.v1.Job.state:type_name -> lopnr.v1.JobState
-	41, // 14: lopnr.v1.Job.created:type_name -> google.protobuf.Timestamp
-	41, // 15: lopnr.v1.Job.started:type_name -> google.protobuf.Timestamp
-	41, // 16: lopnr.v1.Job.finished:type_name -> google.protobuf.Timestamp
-	13, // 17: lopnr.v1.Job.last:type_name -> lopnr.v1.JobEvent
-	14, // 18: lopnr.v1.ListJobsResponse.jobs:type_name -> lopnr.v1.Job
-	41, // 19: lopnr.v1.Delivery.created:type_name -> google.protobuf.Timestamp
-	41, // 20: lopnr.v1.Delivery.released_at:type_name -> google.protobuf.Timestamp
-	21, // 21: lopnr.v1.Delivery.files:type_name -> lopnr.v1.DeliveryFile
-	22, // 22: lopnr.v1.ListDeliveriesResponse.deliveries:type_name -> lopnr.v1.Delivery
-	42, // 23: lopnr.v1.PresignDeliveryRequest.expiry:type_name -> google.protobuf.Duration
-	41, // 24: lopnr.v1.PresignedFile.expires:type_name -> google.protobuf.Timestamp
-	27, // 25: lopnr.v1.PresignDeliveryResponse.files:type_name -> lopnr.v1.PresignedFile
+	56, // 14: lopnr.v1.Job.created:type_name -> google.protobuf.Timestamp
+	56, // 15: lopnr.v1.Job.started:type_name -> google.protobuf.Timestamp
+	56, // 16: lopnr.v1.Job.finished:type_name -> google.protobuf.Timestamp
+	14, // 17: lopnr.v1.Job.last:type_name -> lopnr.v1.JobEvent
+	15, // 18: lopnr.v1.ListJobsResponse.jobs:type_name -> lopnr.v1.Job
+	56, // 19: lopnr.v1.Delivery.created:type_name -> google.protobuf.Timestamp
+	56, // 20: lopnr.v1.Delivery.released_at:type_name -> google.protobuf.Timestamp
+	22, // 21: lopnr.v1.Delivery.files:type_name -> lopnr.v1.DeliveryFile
+	23, // 22: lopnr.v1.ListDeliveriesResponse.deliveries:type_name -> lopnr.v1.Delivery
+	57, // 23: lopnr.v1.PresignDeliveryRequest.expiry:type_name -> google.protobuf.Duration
+	56, // 24: lopnr.v1.PresignedFile.expires:type_name -> google.protobuf.Timestamp
+	28, // 25: lopnr.v1.PresignDeliveryResponse.files:type_name -> lopnr.v1.PresignedFile
 	1,  // 26: lopnr.v1.Reidentification.state:type_name -> lopnr.v1.ReidentificationState
-	41, // 27: lopnr.v1.Reidentification.created:type_name -> google.protobuf.Timestamp
-	12, // 28: lopnr.v1.SweepResponse.receipts:type_name -> lopnr.v1.Receipt
-	41, // 29: lopnr.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	36, // 30: lopnr.v1.ListAuditResponse.entries:type_name -> lopnr.v1.AuditEntry
-	5,  // 31: lopnr.v1.ProjectService.CreateProject:input_type -> lopnr.v1.CreateProjectRequest
-	6,  // 32: lopnr.v1.ProjectService.GetProject:input_type -> lopnr.v1.GetProjectRequest
-	7,  // 33: lopnr.v1.ProjectService.ListProjects:input_type -> lopnr.v1.ListProjectsRequest
-	9,  // 34: lopnr.v1.ProjectService.ExtendRetention:input_type -> lopnr.v1.ExtendRetentionRequest
-	10, // 35: lopnr.v1.ProjectService.SetHold:input_type -> lopnr.v1.SetHoldRequest
-	11, // 36: lopnr.v1.ProjectService.DestroyProject:input_type -> lopnr.v1.DestroyProjectRequest
-	15, // 37: lopnr.v1.JobService.SubmitJob:input_type -> lopnr.v1.SubmitJobRequest
-	16, // 38: lopnr.v1.JobService.GetJob:input_type -> lopnr.v1.GetJobRequest
-	17, // 39: lopnr.v1.JobService.ListJobs:input_type -> lopnr.v1.ListJobsRequest
-	19, // 40: lopnr.v1.JobService.CancelJob:input_type -> lopnr.v1.CancelJobRequest
-	20, // 41: lopnr.v1.JobService.WatchJob:input_type -> lopnr.v1.WatchJobRequest
-	23, // 42: lopnr.v1.DeliveryService.ListDeliveries:input_type -> lopnr.v1.ListDeliveriesRequest
-	25, // 43: lopnr.v1.DeliveryService.ReleaseDelivery:input_type -> lopnr.v1.ReleaseDeliveryRequest
-	26, // 44: lopnr.v1.DeliveryService.PresignDelivery:input_type -> lopnr.v1.PresignDeliveryRequest
-	30, // 45: lopnr.v1.KeyService.RequestReidentification:input_type -> lopnr.v1.RequestReidentificationRequest
-	31, // 46: lopnr.v1.KeyService.ApproveReidentification:input_type -> lopnr.v1.ApproveReidentificationRequest
-	32, // 47: lopnr.v1.KeyService.Reidentify:input_type -> lopnr.v1.ReidentifyRequest
-	34, // 48: lopnr.v1.KeyService.Sweep:input_type -> lopnr.v1.SweepRequest
-	37, // 49: lopnr.v1.AuditService.ListAudit:input_type -> lopnr.v1.ListAuditRequest
-	39, // 50: lopnr.v1.AuditService.VerifyAudit:input_type -> lopnr.v1.VerifyAuditRequest
-	3,  // 51: lopnr.v1.ProjectService.CreateProject:output_type -> lopnr.v1.Project
-	3,  // 52: lopnr.v1.ProjectService.GetProject:output_type -> lopnr.v1.Project
-	8,  // 53: lopnr.v1.ProjectService.ListProjects:output_type -> lopnr.v1.ListProjectsResponse
-	3,  // 54: lopnr.v1.ProjectService.ExtendRetention:output_type -> lopnr.v1.Project
-	3,  // 55: lopnr.v1.ProjectService.SetHold:output_type -> lopnr.v1.Project
-	12, // 56: lopnr.v1.ProjectService.DestroyProject:output_type -> lopnr.v1.Receipt
-	14, // 57: lopnr.v1.JobService.SubmitJob:output_type -> lopnr.v1.Job
-	14, // 58: lopnr.v1.JobService.GetJob:output_type -> lopnr.v1.Job
-	18, // 59: lopnr.v1.JobService.ListJobs:output_type -> lopnr.v1.ListJobsResponse
-	14, // 60: lopnr.v1.JobService.CancelJob:output_type -> lopnr.v1.Job
-	13, // 61: lopnr.v1.JobService.WatchJob:output_type -> lopnr.v1.JobEvent
-	24, // 62: lopnr.v1.DeliveryService.ListDeliveries:output_type -> lopnr.v1.ListDeliveriesResponse
-	22, // 63: lopnr.v1.DeliveryService.ReleaseDelivery:output_type -> lopnr.v1.Delivery
-	28, // 64: lopnr.v1.DeliveryService.PresignDelivery:output_type -> lopnr.v1.PresignDeliveryResponse
-	29, // 65: lopnr.v1.KeyService.RequestReidentification:output_type -> lopnr.v1.Reidentification
-	29, // 66: lopnr.v1.KeyService.ApproveReidentification:output_type -> lopnr.v1.Reidentification
-	33, // 67: lopnr.v1.KeyService.Reidentify:output_type -> lopnr.v1.ReidentifyResponse
-	35, // 68: lopnr.v1.KeyService.Sweep:output_type -> lopnr.v1.SweepResponse
-	38, // 69: lopnr.v1.AuditService.ListAudit:output_type -> lopnr.v1.ListAuditResponse
-	40, // 70: lopnr.v1.AuditService.VerifyAudit:output_type -> lopnr.v1.VerifyAuditResponse
-	51, // [51:71] is the sub-list for method output_type
-	31, // [31:51] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	56, // 27: lopnr.v1.Reidentification.created:type_name -> google.protobuf.Timestamp
+	13, // 28: lopnr.v1.SweepResponse.receipts:type_name -> lopnr.v1.Receipt
+	56, // 29: lopnr.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	37, // 30: lopnr.v1.ListAuditResponse.entries:type_name -> lopnr.v1.AuditEntry
+	56, // 31: lopnr.v1.Partner.registered:type_name -> google.protobuf.Timestamp
+	42, // 32: lopnr.v1.ListPartnersResponse.partners:type_name -> lopnr.v1.Partner
+	2,  // 33: lopnr.v1.ImportHeader.keyed_by:type_name -> lopnr.v1.KeyedBy
+	52, // 34: lopnr.v1.ImportHeader.variables:type_name -> lopnr.v1.ImportVariable
+	53, // 35: lopnr.v1.ImportPartnerFileRequest.header:type_name -> lopnr.v1.ImportHeader
+	6,  // 36: lopnr.v1.ProjectService.CreateProject:input_type -> lopnr.v1.CreateProjectRequest
+	7,  // 37: lopnr.v1.ProjectService.GetProject:input_type -> lopnr.v1.GetProjectRequest
+	8,  // 38: lopnr.v1.ProjectService.ListProjects:input_type -> lopnr.v1.ListProjectsRequest
+	10, // 39: lopnr.v1.ProjectService.ExtendRetention:input_type -> lopnr.v1.ExtendRetentionRequest
+	11, // 40: lopnr.v1.ProjectService.SetHold:input_type -> lopnr.v1.SetHoldRequest
+	12, // 41: lopnr.v1.ProjectService.DestroyProject:input_type -> lopnr.v1.DestroyProjectRequest
+	16, // 42: lopnr.v1.JobService.SubmitJob:input_type -> lopnr.v1.SubmitJobRequest
+	17, // 43: lopnr.v1.JobService.GetJob:input_type -> lopnr.v1.GetJobRequest
+	18, // 44: lopnr.v1.JobService.ListJobs:input_type -> lopnr.v1.ListJobsRequest
+	20, // 45: lopnr.v1.JobService.CancelJob:input_type -> lopnr.v1.CancelJobRequest
+	21, // 46: lopnr.v1.JobService.WatchJob:input_type -> lopnr.v1.WatchJobRequest
+	24, // 47: lopnr.v1.DeliveryService.ListDeliveries:input_type -> lopnr.v1.ListDeliveriesRequest
+	26, // 48: lopnr.v1.DeliveryService.ReleaseDelivery:input_type -> lopnr.v1.ReleaseDeliveryRequest
+	27, // 49: lopnr.v1.DeliveryService.PresignDelivery:input_type -> lopnr.v1.PresignDeliveryRequest
+	31, // 50: lopnr.v1.KeyService.RequestReidentification:input_type -> lopnr.v1.RequestReidentificationRequest
+	32, // 51: lopnr.v1.KeyService.ApproveReidentification:input_type -> lopnr.v1.ApproveReidentificationRequest
+	33, // 52: lopnr.v1.KeyService.Reidentify:input_type -> lopnr.v1.ReidentifyRequest
+	35, // 53: lopnr.v1.KeyService.Sweep:input_type -> lopnr.v1.SweepRequest
+	38, // 54: lopnr.v1.AuditService.ListAudit:input_type -> lopnr.v1.ListAuditRequest
+	40, // 55: lopnr.v1.AuditService.VerifyAudit:input_type -> lopnr.v1.VerifyAuditRequest
+	43, // 56: lopnr.v1.PartnerService.RegisterPartner:input_type -> lopnr.v1.RegisterPartnerRequest
+	44, // 57: lopnr.v1.PartnerService.ListPartners:input_type -> lopnr.v1.ListPartnersRequest
+	46, // 58: lopnr.v1.PartnerService.GetPartnerKeys:input_type -> lopnr.v1.GetPartnerKeysRequest
+	48, // 59: lopnr.v1.PartnerService.GetKeyFile:input_type -> lopnr.v1.GetKeyFileRequest
+	50, // 60: lopnr.v1.PartnerService.Evaluate:input_type -> lopnr.v1.EvaluateRequest
+	54, // 61: lopnr.v1.PartnerService.ImportPartnerFile:input_type -> lopnr.v1.ImportPartnerFileRequest
+	4,  // 62: lopnr.v1.ProjectService.CreateProject:output_type -> lopnr.v1.Project
+	4,  // 63: lopnr.v1.ProjectService.GetProject:output_type -> lopnr.v1.Project
+	9,  // 64: lopnr.v1.ProjectService.ListProjects:output_type -> lopnr.v1.ListProjectsResponse
+	4,  // 65: lopnr.v1.ProjectService.ExtendRetention:output_type -> lopnr.v1.Project
+	4,  // 66: lopnr.v1.ProjectService.SetHold:output_type -> lopnr.v1.Project
+	13, // 67: lopnr.v1.ProjectService.DestroyProject:output_type -> lopnr.v1.Receipt
+	15, // 68: lopnr.v1.JobService.SubmitJob:output_type -> lopnr.v1.Job
+	15, // 69: lopnr.v1.JobService.GetJob:output_type -> lopnr.v1.Job
+	19, // 70: lopnr.v1.JobService.ListJobs:output_type -> lopnr.v1.ListJobsResponse
+	15, // 71: lopnr.v1.JobService.CancelJob:output_type -> lopnr.v1.Job
+	14, // 72: lopnr.v1.JobService.WatchJob:output_type -> lopnr.v1.JobEvent
+	25, // 73: lopnr.v1.DeliveryService.ListDeliveries:output_type -> lopnr.v1.ListDeliveriesResponse
+	23, // 74: lopnr.v1.DeliveryService.ReleaseDelivery:output_type -> lopnr.v1.Delivery
+	29, // 75: lopnr.v1.DeliveryService.PresignDelivery:output_type -> lopnr.v1.PresignDeliveryResponse
+	30, // 76: lopnr.v1.KeyService.RequestReidentification:output_type -> lopnr.v1.Reidentification
+	30, // 77: lopnr.v1.KeyService.ApproveReidentification:output_type -> lopnr.v1.Reidentification
+	34, // 78: lopnr.v1.KeyService.Reidentify:output_type -> lopnr.v1.ReidentifyResponse
+	36, // 79: lopnr.v1.KeyService.Sweep:output_type -> lopnr.v1.SweepResponse
+	39, // 80: lopnr.v1.AuditService.ListAudit:output_type -> lopnr.v1.ListAuditResponse
+	41, // 81: lopnr.v1.AuditService.VerifyAudit:output_type -> lopnr.v1.VerifyAuditResponse
+	42, // 82: lopnr.v1.PartnerService.RegisterPartner:output_type -> lopnr.v1.Partner
+	45, // 83: lopnr.v1.PartnerService.ListPartners:output_type -> lopnr.v1.ListPartnersResponse
+	47, // 84: lopnr.v1.PartnerService.GetPartnerKeys:output_type -> lopnr.v1.PartnerKeys
+	49, // 85: lopnr.v1.PartnerService.GetKeyFile:output_type -> lopnr.v1.FileChunk
+	51, // 86: lopnr.v1.PartnerService.Evaluate:output_type -> lopnr.v1.EvaluateResponse
+	55, // 87: lopnr.v1.PartnerService.ImportPartnerFile:output_type -> lopnr.v1.ImportPartnerFileResponse
+	62, // [62:88] is the sub-list for method output_type
+	36, // [36:62] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_lopnr_v1_lopnr_proto_init() }
@@ -3022,15 +4058,19 @@ func file_lopnr_v1_lopnr_proto_init() {
 	if File_lopnr_v1_lopnr_proto != nil {
 		return
 	}
+	file_lopnr_v1_lopnr_proto_msgTypes[51].OneofWrappers = []any{
+		(*ImportPartnerFileRequest_Header)(nil),
+		(*ImportPartnerFileRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lopnr_v1_lopnr_proto_rawDesc), len(file_lopnr_v1_lopnr_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   39,
+			NumEnums:      3,
+			NumMessages:   53,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_lopnr_v1_lopnr_proto_goTypes,
 		DependencyIndexes: file_lopnr_v1_lopnr_proto_depIdxs,

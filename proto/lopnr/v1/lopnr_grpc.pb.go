@@ -1199,3 +1199,338 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "lopnr/v1/lopnr.proto",
 }
+
+const (
+	PartnerService_RegisterPartner_FullMethodName   = "/lopnr.v1.PartnerService/RegisterPartner"
+	PartnerService_ListPartners_FullMethodName      = "/lopnr.v1.PartnerService/ListPartners"
+	PartnerService_GetPartnerKeys_FullMethodName    = "/lopnr.v1.PartnerService/GetPartnerKeys"
+	PartnerService_GetKeyFile_FullMethodName        = "/lopnr.v1.PartnerService/GetKeyFile"
+	PartnerService_Evaluate_FullMethodName          = "/lopnr.v1.PartnerService/Evaluate"
+	PartnerService_ImportPartnerFile_FullMethodName = "/lopnr.v1.PartnerService/ImportPartnerFile"
+)
+
+// PartnerServiceClient is the client API for PartnerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// PartnerService serves partner authorities (Socialstyrelsen, SCB, quality
+// registers) registered on a project: the key file, encrypted to the
+// partner's key; blind linkage with a verifiable OPRF, so that neither side
+// reveals personnummer; and the import of a partner's pseudonymised file as
+// the source of a supplementary delivery. See docs/partners.md.
+type PartnerServiceClient interface {
+	// RegisterPartner registers a partner on a project: the subject of its
+	// client certificate, its age public key and its Evaluate budget. Role
+	// approver or admin.
+	RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*Partner, error)
+	// ListPartners lists a project's partners; a partner sees only itself.
+	ListPartners(ctx context.Context, in *ListPartnersRequest, opts ...grpc.CallOption) (*ListPartnersResponse, error)
+	// GetPartnerKeys returns the project's OPRF public key, to verify every
+	// evaluation against, and the service's age public key, that uploads are
+	// encrypted to. Role partner, registered on the project.
+	GetPartnerKeys(ctx context.Context, in *GetPartnerKeysRequest, opts ...grpc.CallOption) (*PartnerKeys, error)
+	// GetKeyFile streams the project's key file (personnummer;LopNr, one
+	// person a line) encrypted with age to the partner's registered key.
+	// Role partner, registered; refused once the kodnyckel is destroyed.
+	GetKeyFile(ctx context.Context, in *GetKeyFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileChunk], error)
+	// Evaluate evaluates batches of blinded elements with the project's OPRF
+	// key, each answered with the evaluated elements and a proof. The service
+	// sees only blinded elements. Role partner, registered, within its
+	// budget; refused once the kodnyckel is destroyed.
+	Evaluate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EvaluateRequest, EvaluateResponse], error)
+	// ImportPartnerFile takes a partner's file keyed by LopNr or by OPRF
+	// pseudonym, encrypted with age to the service: a header, then the
+	// file's bytes. Rows of the project's persons become the source of a
+	// supplementary delivery job (the approved-variable check, the leak
+	// guard and four-eyes release as any job); the others are counted and
+	// dropped. Role partner, registered.
+	ImportPartnerFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportPartnerFileRequest, ImportPartnerFileResponse], error)
+}
+
+type partnerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPartnerServiceClient(cc grpc.ClientConnInterface) PartnerServiceClient {
+	return &partnerServiceClient{cc}
+}
+
+func (c *partnerServiceClient) RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*Partner, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Partner)
+	err := c.cc.Invoke(ctx, PartnerService_RegisterPartner_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partnerServiceClient) ListPartners(ctx context.Context, in *ListPartnersRequest, opts ...grpc.CallOption) (*ListPartnersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPartnersResponse)
+	err := c.cc.Invoke(ctx, PartnerService_ListPartners_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partnerServiceClient) GetPartnerKeys(ctx context.Context, in *GetPartnerKeysRequest, opts ...grpc.CallOption) (*PartnerKeys, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PartnerKeys)
+	err := c.cc.Invoke(ctx, PartnerService_GetPartnerKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partnerServiceClient) GetKeyFile(ctx context.Context, in *GetKeyFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PartnerService_ServiceDesc.Streams[0], PartnerService_GetKeyFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetKeyFileRequest, FileChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_GetKeyFileClient = grpc.ServerStreamingClient[FileChunk]
+
+func (c *partnerServiceClient) Evaluate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EvaluateRequest, EvaluateResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PartnerService_ServiceDesc.Streams[1], PartnerService_Evaluate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EvaluateRequest, EvaluateResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_EvaluateClient = grpc.BidiStreamingClient[EvaluateRequest, EvaluateResponse]
+
+func (c *partnerServiceClient) ImportPartnerFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportPartnerFileRequest, ImportPartnerFileResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PartnerService_ServiceDesc.Streams[2], PartnerService_ImportPartnerFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportPartnerFileRequest, ImportPartnerFileResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_ImportPartnerFileClient = grpc.ClientStreamingClient[ImportPartnerFileRequest, ImportPartnerFileResponse]
+
+// PartnerServiceServer is the server API for PartnerService service.
+// All implementations must embed UnimplementedPartnerServiceServer
+// for forward compatibility.
+//
+// PartnerService serves partner authorities (Socialstyrelsen, SCB, quality
+// registers) registered on a project: the key file, encrypted to the
+// partner's key; blind linkage with a verifiable OPRF, so that neither side
+// reveals personnummer; and the import of a partner's pseudonymised file as
+// the source of a supplementary delivery. See docs/partners.md.
+type PartnerServiceServer interface {
+	// RegisterPartner registers a partner on a project: the subject of its
+	// client certificate, its age public key and its Evaluate budget. Role
+	// approver or admin.
+	RegisterPartner(context.Context, *RegisterPartnerRequest) (*Partner, error)
+	// ListPartners lists a project's partners; a partner sees only itself.
+	ListPartners(context.Context, *ListPartnersRequest) (*ListPartnersResponse, error)
+	// GetPartnerKeys returns the project's OPRF public key, to verify every
+	// evaluation against, and the service's age public key, that uploads are
+	// encrypted to. Role partner, registered on the project.
+	GetPartnerKeys(context.Context, *GetPartnerKeysRequest) (*PartnerKeys, error)
+	// GetKeyFile streams the project's key file (personnummer;LopNr, one
+	// person a line) encrypted with age to the partner's registered key.
+	// Role partner, registered; refused once the kodnyckel is destroyed.
+	GetKeyFile(*GetKeyFileRequest, grpc.ServerStreamingServer[FileChunk]) error
+	// Evaluate evaluates batches of blinded elements with the project's OPRF
+	// key, each answered with the evaluated elements and a proof. The service
+	// sees only blinded elements. Role partner, registered, within its
+	// budget; refused once the kodnyckel is destroyed.
+	Evaluate(grpc.BidiStreamingServer[EvaluateRequest, EvaluateResponse]) error
+	// ImportPartnerFile takes a partner's file keyed by LopNr or by OPRF
+	// pseudonym, encrypted with age to the service: a header, then the
+	// file's bytes. Rows of the project's persons become the source of a
+	// supplementary delivery job (the approved-variable check, the leak
+	// guard and four-eyes release as any job); the others are counted and
+	// dropped. Role partner, registered.
+	ImportPartnerFile(grpc.ClientStreamingServer[ImportPartnerFileRequest, ImportPartnerFileResponse]) error
+	mustEmbedUnimplementedPartnerServiceServer()
+}
+
+// UnimplementedPartnerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPartnerServiceServer struct{}
+
+func (UnimplementedPartnerServiceServer) RegisterPartner(context.Context, *RegisterPartnerRequest) (*Partner, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterPartner not implemented")
+}
+func (UnimplementedPartnerServiceServer) ListPartners(context.Context, *ListPartnersRequest) (*ListPartnersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPartners not implemented")
+}
+func (UnimplementedPartnerServiceServer) GetPartnerKeys(context.Context, *GetPartnerKeysRequest) (*PartnerKeys, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPartnerKeys not implemented")
+}
+func (UnimplementedPartnerServiceServer) GetKeyFile(*GetKeyFileRequest, grpc.ServerStreamingServer[FileChunk]) error {
+	return status.Error(codes.Unimplemented, "method GetKeyFile not implemented")
+}
+func (UnimplementedPartnerServiceServer) Evaluate(grpc.BidiStreamingServer[EvaluateRequest, EvaluateResponse]) error {
+	return status.Error(codes.Unimplemented, "method Evaluate not implemented")
+}
+func (UnimplementedPartnerServiceServer) ImportPartnerFile(grpc.ClientStreamingServer[ImportPartnerFileRequest, ImportPartnerFileResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportPartnerFile not implemented")
+}
+func (UnimplementedPartnerServiceServer) mustEmbedUnimplementedPartnerServiceServer() {}
+func (UnimplementedPartnerServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafePartnerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PartnerServiceServer will
+// result in compilation errors.
+type UnsafePartnerServiceServer interface {
+	mustEmbedUnimplementedPartnerServiceServer()
+}
+
+func RegisterPartnerServiceServer(s grpc.ServiceRegistrar, srv PartnerServiceServer) {
+	// If the following call panics, it indicates UnimplementedPartnerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&PartnerService_ServiceDesc, srv)
+}
+
+func _PartnerService_RegisterPartner_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterPartnerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).RegisterPartner(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_RegisterPartner_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).RegisterPartner(ctx, req.(*RegisterPartnerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PartnerService_ListPartners_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPartnersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).ListPartners(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_ListPartners_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).ListPartners(ctx, req.(*ListPartnersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PartnerService_GetPartnerKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPartnerKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).GetPartnerKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_GetPartnerKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).GetPartnerKeys(ctx, req.(*GetPartnerKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PartnerService_GetKeyFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetKeyFileRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PartnerServiceServer).GetKeyFile(m, &grpc.GenericServerStream[GetKeyFileRequest, FileChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_GetKeyFileServer = grpc.ServerStreamingServer[FileChunk]
+
+func _PartnerService_Evaluate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PartnerServiceServer).Evaluate(&grpc.GenericServerStream[EvaluateRequest, EvaluateResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_EvaluateServer = grpc.BidiStreamingServer[EvaluateRequest, EvaluateResponse]
+
+func _PartnerService_ImportPartnerFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PartnerServiceServer).ImportPartnerFile(&grpc.GenericServerStream[ImportPartnerFileRequest, ImportPartnerFileResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PartnerService_ImportPartnerFileServer = grpc.ClientStreamingServer[ImportPartnerFileRequest, ImportPartnerFileResponse]
+
+// PartnerService_ServiceDesc is the grpc.ServiceDesc for PartnerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var PartnerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "lopnr.v1.PartnerService",
+	HandlerType: (*PartnerServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RegisterPartner",
+			Handler:    _PartnerService_RegisterPartner_Handler,
+		},
+		{
+			MethodName: "ListPartners",
+			Handler:    _PartnerService_ListPartners_Handler,
+		},
+		{
+			MethodName: "GetPartnerKeys",
+			Handler:    _PartnerService_GetPartnerKeys_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "GetKeyFile",
+			Handler:       _PartnerService_GetKeyFile_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Evaluate",
+			Handler:       _PartnerService_Evaluate_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ImportPartnerFile",
+			Handler:       _PartnerService_ImportPartnerFile_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "lopnr/v1/lopnr.proto",
+}
