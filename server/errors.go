@@ -26,6 +26,7 @@ var (
 	errFourEyes  = errors.New("four eyes")
 	errState     = errors.New("not in a state that allows this")
 	errAuditDown = errors.New("the audit log cannot be written")
+	errBudget    = errors.New("evaluate budget exhausted")
 )
 
 // fieldError is an invalid request field: its message names the field and
@@ -77,6 +78,8 @@ func toStatus(err error, logger *slog.Logger) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errAuditDown):
 		code = codes.Unavailable
+	case errors.Is(err, errBudget):
+		code = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -111,3 +114,23 @@ func (e *fourEyesError) Error() string { return "four eyes: " + e.msg }
 func (e *fourEyesError) Unwrap() error { return errFourEyes }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// notPartnerError is a partner role without a registration on the project.
+type notPartnerError struct{ identity, project string }
+
+func (e *notPartnerError) Error() string {
+	return fmt.Sprintf("%s is not registered as a partner of project %s; an approver registers partners", e.identity, e.project)
+}
+func (e *notPartnerError) Unwrap() error { return errFourEyes }
+
+// budgetError says how much of a partner's Evaluate budget is left.
+type budgetError struct {
+	project             string
+	budget, used, asked int64
+}
+
+func (e *budgetError) Error() string {
+	return fmt.Sprintf("the evaluate budget of %d elements in project %s is exhausted: %d used, %d more asked; an approver can raise it",
+		e.budget, e.project, e.used, e.asked)
+}
+func (e *budgetError) Unwrap() error { return errBudget }

@@ -26,8 +26,9 @@ type jobService struct {
 const maxSpec = 1 << 20
 
 // parseSpec parses a job spec as the server reads it: source paths are
-// relative to the source root, and none may lead outside it.
-func (s *Server) parseSpec(raw []byte) (*linkage.JobSpec, error) {
+// relative to the source root, and none may lead outside it or the other
+// roots given (a job's own work directory, for an import).
+func (s *Server) parseSpec(raw []byte, roots ...string) (*linkage.JobSpec, error) {
 	if len(raw) > maxSpec {
 		return nil, &fieldError{"spec", "a job spec of at most 1 MiB"}
 	}
@@ -35,20 +36,27 @@ func (s *Server) parseSpec(raw []byte) (*linkage.JobSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := filepath.Abs(s.cfg.SourceRoot)
-	if err != nil {
-		return nil, err
-	}
+	roots = append([]string{s.cfg.SourceRoot}, roots...)
 	for i := range spec.Sources {
 		p, err := filepath.Abs(spec.File(i))
 		if err != nil {
 			return nil, err
 		}
-		if rel, err := filepath.Rel(root, p); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		if !slices.ContainsFunc(roots, func(root string) bool { return within(root, p) }) {
 			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].path", i), "a file under the server's source root (a relative path)"}
 		}
 	}
 	return spec, nil
+}
+
+// within reports whether path is in the directory root.
+func within(root, path string) bool {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobRequest) (*lopnrv1.Job, error) {
@@ -187,7 +195,7 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 			return "", ctx.Err()
 		}
 	}
-	spec, err := s.parseSpec(j.Spec)
+	spec, err := s.parseSpec(j.Spec, s.workDir(j.ID))
 	if err != nil {
 		return "", err
 	}
@@ -208,7 +216,7 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 		return "", err
 	}
 	defer os.RemoveAll(work)
-	res, err := linkage.Link(ctx, spec, linkage.Options{WorkDir: work, MemoryLimit: s.cfg.MemoryLimit,
+	res, err := linkage.Link(ctx, spec, linkage.Options{WorkDir: filepath.Join(work, "link"), MemoryLimit: s.cfg.MemoryLimit,
 		Progress: func(p linkage.Progress) {
 			report(jobs.Event{Stage: p.Stage, Source: p.Source, Rows: p.Rows, Done: p.Done})
 		}})

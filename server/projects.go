@@ -24,6 +24,8 @@ type projectRecord struct {
 	Approval   extract.Approval `json:"approval"`
 	Recipients []string         `json:"recipients"`
 	CreatedBy  string           `json:"created_by"`
+	// Partners are the partner authorities registered on the project.
+	Partners []partnerRecord `json:"partners,omitempty"`
 }
 
 type projectService struct {

@@ -69,6 +69,16 @@ func specProject(_ *Server, req any) (string, error) {
 	return head.Project, nil
 }
 
+// importProject reads the project from an import's header, its first
+// message.
+func importProject(_ *Server, req any) (string, error) {
+	h := req.(*lopnrv1.ImportPartnerFileRequest).GetHeader()
+	if h == nil {
+		return "", &fieldError{"header", "the first message of an import: its header"}
+	}
+	return h.GetProject(), nil
+}
+
 // rules authorise every RPC of the lopnr.v1 API: one entry per method. A
 // method without a rule is refused (a test checks that every served
 // method has one).
@@ -96,6 +106,13 @@ var rules = map[string]rule{
 	lopnrv1.KeyService_ApproveReidentification_FullMethodName: {action: "key.approve-reidentify", project: projectField},
 	lopnrv1.KeyService_Reidentify_FullMethodName:              {action: "key.reidentify", project: projectField},
 	lopnrv1.KeyService_Sweep_FullMethodName:                   {action: "key.sweep", project: noProject},
+
+	lopnrv1.PartnerService_RegisterPartner_FullMethodName:   {action: "partner.register", project: projectField},
+	lopnrv1.PartnerService_ListPartners_FullMethodName:      {action: "partner.list", project: projectField, quiet: true},
+	lopnrv1.PartnerService_GetPartnerKeys_FullMethodName:    {action: "partner.keys", project: projectField, quiet: true},
+	lopnrv1.PartnerService_GetKeyFile_FullMethodName:        {action: "key.keyfile", project: projectField},
+	lopnrv1.PartnerService_Evaluate_FullMethodName:          {action: "partner.evaluate", project: projectField},
+	lopnrv1.PartnerService_ImportPartnerFile_FullMethodName: {action: "partner.import", project: importProject},
 
 	lopnrv1.AuditService_ListAudit_FullMethodName:   {action: "audit.list", project: projectField, quiet: true},
 	lopnrv1.AuditService_VerifyAudit_FullMethodName: {action: "audit.verify", project: noProject},
@@ -220,8 +237,9 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	return resp, nil
 }
 
-// The streaming RPCs (WatchJob) are server streams: the interceptor reads
-// the one request first, so that it can be authorised like a unary call.
+// Streams are authorised on their first request (for a client stream, its
+// header), like a unary call, and audited when they end, with what the
+// handler recorded (counts, for Evaluate and key files).
 func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	start := time.Now()
 	if _, ok := rules[info.FullMethod]; !ok {
@@ -231,8 +249,12 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 		}
 		return s.finish(info.FullMethod, ci, r, start, err)
 	}
-	err := h(srv, &admittingStream{ServerStream: ss, s: s, method: info.FullMethod, start: start})
-	return toStatus(err, s.log)
+	as := &admittingStream{ServerStream: ss, s: s, method: info.FullMethod}
+	err := h(srv, as)
+	if as.ci == nil { // the stream ended before its first request
+		return toStatus(err, s.log)
+	}
+	return s.finish(info.FullMethod, as.ci, as.r, start, err)
 }
 
 type ctxStream struct {
@@ -242,15 +264,15 @@ type ctxStream struct {
 
 func (c *ctxStream) Context() context.Context { return c.ctx }
 
-// admittingStream authorises a server stream on its one request.
+// admittingStream authorises a stream on its first message.
 type admittingStream struct {
 	grpc.ServerStream
-	s      *Server
-	method string
-	start  time.Time
-	ctx    context.Context
-	ci     *callInfo
-	r      *rule
+	s        *Server
+	method   string
+	ctx      context.Context
+	ci       *callInfo
+	r        *rule
+	admitted bool
 }
 
 func (a *admittingStream) Context() context.Context {
@@ -261,14 +283,10 @@ func (a *admittingStream) Context() context.Context {
 }
 
 func (a *admittingStream) RecvMsg(m any) error {
-	if err := a.ServerStream.RecvMsg(m); err != nil {
+	if err := a.ServerStream.RecvMsg(m); err != nil || a.admitted {
 		return err
 	}
 	ctx, ci, r, err := a.s.admit(a.ServerStream.Context(), a.method, m)
-	a.ctx, a.ci, a.r = ctx, ci, r
-	if err != nil {
-		return a.s.finish(a.method, ci, r, a.start, err)
-	}
-	// Audit that the stream was opened; its end is the job's own entry.
-	return a.s.finish(a.method, ci, r, a.start, nil)
+	a.ctx, a.ci, a.r, a.admitted = ctx, ci, r, err == nil
+	return err
 }

@@ -35,12 +35,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"filippo.io/age"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -48,6 +52,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/internal/atomicfile"
 	"github.com/lopnr/lopnr/internal/buildinfo"
 	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
@@ -102,6 +107,9 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	jobs   *jobs.Runner
+	// serviceID is the service's age identity: partners encrypt uploads
+	// to it.
+	serviceID *age.HybridIdentity
 
 	// gate, when set (by tests), holds every job at its start until it is
 	// closed or the job is cancelled.
@@ -145,6 +153,9 @@ func New(cfg Config) (*Server, error) {
 	if s.reidents, err = openRecords[reidentRecord]("re-identification", filepath.Join(cfg.DataDir, "reidentifications")); err != nil {
 		return nil, err
 	}
+	if s.serviceID, err = loadOrCreateIdentity(filepath.Join(cfg.DataDir, "service-age.key")); err != nil {
+		return nil, err
+	}
 	if s.jobs, err = jobs.Open(jobs.Options{Dir: cfg.DataDir, Limit: cfg.JobLimit, Work: s.work,
 		Cleanup: s.cleanup, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
 		return nil, err
@@ -162,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 	lopnrv1.RegisterDeliveryServiceServer(s.grpc, deliveryService{s: s})
 	lopnrv1.RegisterKeyServiceServer(s.grpc, keyService{s: s})
 	lopnrv1.RegisterAuditServiceServer(s.grpc, auditService{s: s})
+	lopnrv1.RegisterPartnerServiceServer(s.grpc, partnerService{s: s})
 	reflection.Register(s.grpc)
 	return s, nil
 }
@@ -200,6 +212,7 @@ func (s *Server) jobChanged(j jobs.Job) {
 	if !j.State.Final() {
 		return
 	}
+	os.RemoveAll(s.workDir(j.ID)) // a job cancelled while queued, or an import's files
 	if !j.Started.IsZero() {
 		s.cfg.Metrics.JobDuration(j.Finished.Sub(j.Started).Seconds())
 	}
@@ -217,6 +230,30 @@ func (s *Server) cleanup(j jobs.Job) error {
 	defer cancel()
 	err := s.cfg.Sink.Abandon(ctx, j.Project, j.ID)
 	return errors.Join(err, os.RemoveAll(s.workDir(j.ID)))
+}
+
+// loadOrCreateIdentity reads the service's age identity, creating it (mode
+// 0600) on first use.
+func loadOrCreateIdentity(path string) (*age.HybridIdentity, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		id, err := age.GenerateHybridIdentity()
+		if err != nil {
+			return nil, err
+		}
+		if err := atomicfile.Write(path, []byte(id.String()+"\n")); err != nil {
+			return nil, fmt.Errorf("service identity %s: %w", path, err)
+		}
+		return id, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("service identity %s: %w", path, err)
+	}
+	id, err := age.ParseHybridIdentity(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("service identity %s: not an age hybrid identity", path)
+	}
+	return id, nil
 }
 
 func (s *Server) workDir(job string) string { return filepath.Join(s.cfg.DataDir, "work", job) }

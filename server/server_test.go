@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lopnr/lopnr/extract"
+	"github.com/lopnr/lopnr/internal/testenv"
 	"github.com/lopnr/lopnr/internal/testpki"
 	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/keystore/local"
@@ -37,26 +37,8 @@ type fixture struct {
 	addr    string
 	ca      *testpki.CA
 	srv     *Server
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	auditFn string
-}
-
-// syncBuffer collects the server's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testPolicy gives roles to the test's identities.
@@ -73,7 +55,7 @@ const testPolicy = `identities:
 // newFixture starts a server over mutual TLS (plaintext with dev).
 func newFixture(t *testing.T, dev bool) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: t.TempDir(), ca: testpki.NewCA(t), logs: &syncBuffer{}}
+	f := &fixture{t: t, dir: t.TempDir(), ca: testpki.NewCA(t), logs: &testenv.SyncBuffer{}}
 	policyFile := filepath.Join(f.dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte(testPolicy), 0o600); err != nil {
 		t.Fatal(err)

@@ -56,7 +56,7 @@ func TestNoIdentityNumbersFindsOne(t *testing.T) {
 		t.Errorf("a log with a test personnummer: %q; want one error that does not repeat it", rec.errors)
 	}
 	rec.errors = nil
-	NoIdentityNumbers(&rec, "a log", `{"time":"2026-11-29T22:29:20Z","hash":"1234567890","seq":12}`)
+	NoIdentityNumbers(&rec, "a log", `{"time":"2026-11-29T22:29:20Z","hash":"1234567890","pseudonym":"ab`+number+`cd","seq":12}`)
 	if len(rec.errors) != 0 {
 		t.Errorf("a clean log: %q", rec.errors)
 	}
