@@ -222,6 +222,24 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	if pnr, _, _ := strings.Cut(lines[1], ";"); !personnummer.Parse(pnr, time.Now()).Linkable() {
 		t.Error("the key file's first line holds no identity number")
 	}
+	// A file keyed by the key file's LopNr comes back the same way.
+	var keyed strings.Builder
+	keyed.WriteString("LopNr;INKOMST;AR;KOMMUN\n")
+	for _, line := range lines[1:51] {
+		_, lopnr, _ := strings.Cut(line, ";")
+		keyed.WriteString(lopnr + ";250000;2024;0180\n")
+	}
+	keyed.WriteString("999999;1;2024;0180\n") // nobody's LopNr
+	keyedFile := filepath.Join(partnerDir, "keyed.csv")
+	os.WriteFile(keyedFile, []byte(keyed.String()), 0o600)
+	up = ok("scb", "partner", "upload", "--project", "hjarta", "--source", "scb_inkomst", "--keyed-by", "lopnr",
+		"--variable", "INKOMST", "--variable", "AR", keyedFile)
+	if !strings.Contains(up, "51 rows, 50 of the project's persons (50 rows), 1 rows matched nobody") {
+		t.Errorf("upload keyed by LopNr: %q", up)
+	}
+	if w := ok("anna", "watch", up[strings.LastIndex(up, " ")+1:len(up)-1]); !strings.Contains(w, "succeeded") {
+		t.Errorf("the LopNr-keyed supplementary job: %q", w)
+	}
 	fails("sos", "PermissionDenied", "partner", "keyfile", "--project", "hjarta", "-o", filepath.Join(partnerDir, "sos.age"))
 	fails("forskare", "PermissionDenied", "partner", "keyfile", "--project", "hjarta", "-o", filepath.Join(partnerDir, "f.age"))
 
