@@ -50,6 +50,7 @@ const testPolicy = `identities:
   "CN=annan,O=Region Test":  {roles: {p2: [researcher]}}
   "CN=revisor,O=Region Test": {global: [auditor]}
   "CN=drift,O=Region Test":  {global: [admin]}
+  "CN=scb,O=Region Test":    {roles: {p1: [partner]}}
 `
 
 // newFixture starts a server over mutual TLS (plaintext with dev).
