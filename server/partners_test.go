@@ -119,7 +119,9 @@ func TestPartnerCalls(t *testing.T) {
 		{"no variables", h(func(h *lopnrv1.ImportHeader) { h.Variables = nil }), enc(file), codes.InvalidArgument, "header.variables"},
 		{"not encrypted", h(nil), []byte(file), codes.InvalidArgument, "encrypted with age to the service"},
 		{"unknown identity column", h(func(h *lopnrv1.ImportHeader) { h.IdentityColumn = "LOPNUMMER" }), enc(file), codes.InvalidArgument, "header.identity_column"},
-		{"unapproved variable", h(func(h *lopnrv1.ImportHeader) { h.Variables = append(h.Variables, &lopnrv1.ImportVariable{Column: "AR"}) }), enc(file), codes.InvalidArgument, "scb.AR with keep is not on the project's approved variable list"},
+		{"unapproved variable", h(func(h *lopnrv1.ImportHeader) {
+			h.Variables = append(h.Variables, &lopnrv1.ImportVariable{Column: "AR"})
+		}), enc(file), codes.InvalidArgument, "scb.AR with keep is not on the project's approved variable list"},
 		{"another project", h(func(h *lopnrv1.ImportHeader) { h.Project = "p2" }), enc(file), codes.PermissionDenied, "partner.import"},
 	} {
 		_, err := upload(t, scb, tc.h, tc.data)
