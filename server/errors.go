@@ -21,12 +21,13 @@ import (
 
 // The sentinels the services return; toStatus maps them to codes.
 var (
-	errNotFound  = errors.New("not found")
-	errExists    = errors.New("already exists")
-	errFourEyes  = errors.New("four eyes")
-	errState     = errors.New("not in a state that allows this")
-	errAuditDown = errors.New("the audit log cannot be written")
-	errBudget    = errors.New("evaluate budget exhausted")
+	errNotFound   = errors.New("not found")
+	errExists     = errors.New("already exists")
+	errFourEyes   = errors.New("four eyes")
+	errState      = errors.New("not in a state that allows this")
+	errAuditDown  = errors.New("the audit log cannot be written")
+	errBudget     = errors.New("evaluate budget exhausted")
+	errNotPartner = errors.New("not a registered partner")
 )
 
 // fieldError is an invalid request field: its message names the field and
@@ -67,7 +68,7 @@ func toStatus(err error, logger *slog.Logger) error {
 	case errors.As(err, &field), errors.As(err, &spec), errors.As(err, &fe), errors.As(err, &ve),
 		errors.Is(err, extract.ErrNotApproved), errors.Is(err, keystore.ErrInvalidArgument), errors.Is(err, extract.ErrExpiry):
 		code = codes.InvalidArgument
-	case errors.Is(err, authz.ErrDenied), errors.Is(err, errFourEyes):
+	case errors.Is(err, authz.ErrDenied), errors.Is(err, errFourEyes), errors.Is(err, errNotPartner):
 		code = codes.PermissionDenied
 	case errors.Is(err, errNotFound), errors.Is(err, jobs.ErrNotFound), errors.Is(err, keystore.ErrNotFound):
 		code = codes.NotFound
@@ -121,7 +122,7 @@ type notPartnerError struct{ identity, project string }
 func (e *notPartnerError) Error() string {
 	return fmt.Sprintf("%s is not registered as a partner of project %s; an approver registers partners", e.identity, e.project)
 }
-func (e *notPartnerError) Unwrap() error { return errFourEyes }
+func (e *notPartnerError) Unwrap() error { return errNotPartner }
 
 // budgetError says how much of a partner's Evaluate budget is left.
 type budgetError struct {
