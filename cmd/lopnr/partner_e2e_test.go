@@ -3,11 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,13 +19,9 @@ import (
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/internal/testenv"
-	"github.com/lopnr/lopnr/internal/testpki"
 	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/keystore/vault"
 	"github.com/lopnr/lopnr/linkage/personnummer"
-	"github.com/lopnr/lopnr/server"
-	"github.com/lopnr/lopnr/server/audit"
-	"github.com/lopnr/lopnr/server/authz"
 )
 
 const partnerPolicy = `identities:
@@ -58,29 +51,8 @@ const partnerApproved = synth.Approved + `  - {source: scb_inkomst, column: INKO
 // kodnyckel are refused with clear errors.
 func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	venv, s3env := testenv.Vault(t), testenv.S3(t)
-	clientEnv(t)
-	dir := t.TempDir()
-	run := "partner-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-
-	// The server: Vault, S3, mutual TLS.
-	ca := testpki.NewCA(t)
-	t.Setenv("LOPNR_CA", ca.WriteCA(t, dir))
-	as := func(name string, args ...string) []string {
-		cert, key := testpki.WriteKeyPair(t, dir, name, ca.Issue(t, name, false))
-		return append(args, "--cert", cert, "--key", key)
-	}
-	policyFile := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policyFile, []byte(partnerPolicy), 0o600)
-	policy, err := authz.Load(policyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alog, err := audit.Open(filepath.Join(dir, "audit.log"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alog.Close()
 	ctx := context.Background()
+	run := "partner-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	store, err := vault.New(ctx, vault.Config{Address: venv.Addr, Token: venv.Token, Mount: "secret", Prefix: "lopnr/" + run})
 	if err != nil {
 		t.Fatal(err)
@@ -95,44 +67,9 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := extract.LoadOrCreateSigner(filepath.Join(dir, "signing.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs testenv.SyncBuffer
-	dataDir, sources := filepath.Join(dir, "data"), filepath.Join(dir, "sources")
-	srv, err := server.New(server.Config{DataDir: dataDir, SourceRoot: sources, Policy: policy, Audit: alog, Keys: keys, Sink: sink,
-		Signer: signer, MemoryLimit: "1GB", Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-		TLS: &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "lopnrd", true)}, ClientCAs: ca.Pool(),
-			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, l) }()
-	defer func() { cancel(); <-served }()
-	t.Setenv("LOPNR_SERVER", l.Addr().String())
-
-	ok := func(who string, args ...string) string {
-		t.Helper()
-		out, stderr, code := runLopnr(t, "", as(who, args...)...)
-		if code != 0 {
-			t.Fatalf("%s: lopnr %s: exit %d\n%s%s", who, strings.Join(args, " "), code, out, stderr)
-		}
-		return out
-	}
-	fails := func(who, want string, args ...string) {
-		t.Helper()
-		out, stderr, code := runLopnr(t, "", as(who, args...)...)
-		if code != 1 || !strings.Contains(stderr, want) {
-			t.Fatalf("%s: lopnr %s: exit %d, %q; want exit 1 with %q\n%s", who, strings.Join(args, " "), code, stderr, want, out)
-		}
-	}
+	s := startCLIServer(t, partnerPolicy, keys, sink)
+	dir, sources, dataDir := s.dir, s.sources, s.dataDir
+	ok, fails := s.ok, s.fails
 
 	// The region's project and a delivery: its kodnyckel holds the cohort.
 	if _, err := synth.Generate(sources, synth.Options{Persons: 1500, Seed: 17}); err != nil {
@@ -248,8 +185,8 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 
 	// Nothing the server logs or keeps holds an identity number: not the
 	// partner's (it never sees them), not the cohort's.
-	testenv.NoIdentityNumbers(t, "the server's log", logs.String())
-	auditLog, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
+	testenv.NoIdentityNumbers(t, "the server's log", s.logs.String())
+	auditLog, _ := os.ReadFile(s.auditFile)
 	testenv.NoIdentityNumbers(t, "the audit log", string(auditLog))
 	if !regexp.MustCompile(`"action":"partner.evaluate","project":"hjarta","outcome":"ok","reason":"\d+ elements evaluated in \d+ batches"`).Match(auditLog) {
 		t.Error("the audit log does not count the evaluated elements")
