@@ -103,8 +103,8 @@ func defaultDataDir() string {
 const usage = `Usage: lopnrd [flags]
 
 The lopnr gRPC server: projects, jobs, deliveries, four-eyes release,
-re-identification and the audit log, for the extraction team, approvers,
-researchers and auditors (see docs/server.md).
+re-identification, partner authorities and the audit log, for the extraction
+team, approvers, researchers, partners and auditors (see docs/server.md).
 
 Mutual TLS is required unless --dev is given: callers are known by the
 subject of their client certificate ("CN=anna,O=Region Exempel"), and the
