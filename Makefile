@@ -5,13 +5,20 @@ SHELL := bash
 GO       ?= go
 DEVSTACK := $(GO) run ./deploy/dev/devstack
 
-.PHONY: test test-unit check fmt vet proto up tools
+.PHONY: test test-unit check fmt vet proto up tools bench
 
 ## test: start OpenBao and the S3 gateway, run every test with -race against them, stop them;
 ##       then fuzz the identity-number parser for 15 s
 test:
 	$(DEVSTACK) run -- $(GO) test -race -v ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 15s ./linkage/personnummer
+
+## bench: lopnr's job against the DuckDB script a team would write, and each stage against its raw
+##        tool, on the standard scenario at a tenth, one and three times (about 10 minutes; bench/README.md).
+##        `make bench BENCH='-scenario small'` for a quick look.
+BENCH ?= -scenario standard -growth 0.1,1,3
+bench:
+	$(DEVSTACK) run -- $(GO) run ./bench $(BENCH)
 
 ## test-unit: the tests that need no server (integration tests skip)
 test-unit:

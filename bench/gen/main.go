@@ -27,6 +27,8 @@
 //	-cohort F          share of persons planted as cohort candidates (default 0.10)
 //	-decoy F           share of persons with AMI codes that must not match (default 0.03)
 //	-workers N         files written at once (default GOMAXPROCS; the output does not change)
+//	-source-rows S=F,… scale a source's rows per person (synth.Options.SourceRows),
+//	                   such as val_oppen=3,lmed=0.12
 //
 // A rate of 0 means none (in synth.Options a zero rate means the default).
 // It prints a one-line summary to stderr, for example
@@ -38,6 +40,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lopnr/lopnr/internal/synth"
@@ -82,8 +86,20 @@ func run(args []string) error {
 		fs.Float64Var(r.p, r.name, r.def, r.usage+" (0: none)")
 	}
 	fs.IntVar(&o.Workers, "workers", 0, "files written at once (default GOMAXPROCS; the output does not change)")
+	shape := fs.String("source-rows", "", "scale a source's rows per person: `SOURCE=F,…`, such as val_oppen=3,lmed=0.12")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *shape != "" {
+		o.SourceRows = map[string]float64{}
+		for _, kv := range strings.Split(*shape, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			f, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil {
+				return fmt.Errorf("-source-rows %q: want SOURCE=F,…", *shape)
+			}
+			o.SourceRows[strings.TrimSpace(k)] = f
+		}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -385,7 +385,11 @@ func newSrcGen(g *generator, idx int, out io.Writer) (*srcGen, error) {
 	s.tBlank = s.tEmpty + prob(o.BlankedRate)
 	s.tPref = prob(0.8)
 	s.tSpace = prob(0.005)
-	s.rowSpan = 2 * (d.mean*o.RowsPerPerson/15 - 1)
+	mean := d.mean
+	if f, ok := o.SourceRows[d.name]; ok {
+		mean *= f
+	}
+	s.rowSpan = 2 * (mean*o.RowsPerPerson/15 - 1)
 	return s, nil
 }
 

@@ -113,6 +113,15 @@ type Options struct {
 	// make them cohort members (default 0.03).
 	DecoyRate float64
 
+	// SourceRows scales, by events source name (val_sluten, val_oppen,
+	// takecare, par_sluten, par_oppen, lmed), the mean number of rows of a
+	// person who appears in that source, to give a data set another shape
+	// (more VAL rows and fewer registry rows, say). A person who appears
+	// has at least one row whatever the scale, and a cohort candidate's
+	// planted rows are written besides. Nil, or a source left out, keeps
+	// the default shape.
+	SourceRows map[string]float64
+
 	// Workers is how many source files are written at once (default
 	// GOMAXPROCS). It does not change the output.
 	Workers int
@@ -168,6 +177,14 @@ func (o Options) validate() error {
 		return errors.New("synth: RefDate must be before 2100")
 	case o.RowsPerPerson < 3 || o.RowsPerPerson > 1000:
 		return errors.New("synth: RowsPerPerson must be from 3 to 1000")
+	}
+	for name, f := range o.SourceRows {
+		if i := srcIndex(name); i < 0 || name == srcDors {
+			return fmt.Errorf("synth: SourceRows: no events source %q with rows per person", name)
+		}
+		if !(f > 0 && f <= 100) {
+			return fmt.Errorf("synth: SourceRows[%s] %g: want more than 0 and at most 100", name, f)
+		}
 	}
 	for _, r := range []struct {
 		name string

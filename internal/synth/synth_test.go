@@ -764,3 +764,46 @@ func BenchmarkGenerate(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestSourceRows: scaling one source's rows per person changes that source
+// alone (each source has its own random stream), the truth still matches
+// the files, and bad scales are refused.
+func TestSourceRows(t *testing.T) {
+	o := Options{Persons: 2000, Seed: 5}
+	base, err := Generate(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.SourceRows = map[string]float64{srcValOppen: 3, srcLMED: 0.1}
+	dir := t.TempDir()
+	scaled, err := Generate(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range scaled.Sources {
+		b := base.Sources[i]
+		switch s.Name {
+		case srcValOppen:
+			if r := float64(s.Rows) / float64(b.Rows); r < 2.5 || r > 3.5 {
+				t.Errorf("val_oppen ×3: %d rows against %d", s.Rows, b.Rows)
+			}
+		case srcLMED:
+			// At least one row for each person who appears.
+			if s.Rows >= b.Rows/3 || s.Rows < int64(s.Persons) {
+				t.Errorf("lmed ×0.1: %d rows against %d, %d persons", s.Rows, b.Rows, s.Persons)
+			}
+		default:
+			if !reflect.DeepEqual(s, b) {
+				t.Errorf("%s changed when other sources were scaled", s.Name)
+			}
+		}
+	}
+	if got, _ := recount(t, dir); !reflect.DeepEqual(got, scaled) {
+		t.Error("recount differs with SourceRows")
+	}
+	for _, sr := range []map[string]float64{{"nosuch": 2}, {srcDors: 2}, {srcValOppen: 0}, {srcValOppen: -1}, {srcValOppen: 101}} {
+		if _, err := Generate(t.TempDir(), Options{Persons: 10, SourceRows: sr}); err == nil {
+			t.Errorf("SourceRows %v: no error", sr)
+		}
+	}
+}
