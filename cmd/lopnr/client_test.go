@@ -419,7 +419,7 @@ func TestClientRefusesBadUse(t *testing.T) {
 		{[]string{"deliveries"}, "--project is required"},
 		{[]string{"release", "p1"}, "PROJECT and DELIVERY"},
 		{[]string{"presign", "p1"}, "give PROJECT and DELIVERY"},
-		{[]string{"keys", "reidentify", "request", "p1", "19121212-1212", "--reason", "r"}, "want a LopNr"},
+		{[]string{"keys", "reidentify", "request", "p1", "18900101-9802", "--reason", "r"}, "want a LopNr"},
 		{[]string{"keys", "reidentify", "request", "p1", "17"}, "--reason is required"},
 		{[]string{"keys", "reidentify", "get", "p1"}, "PROJECT and REQUEST_ID"},
 		{[]string{"keys", "reidentify", "forget"}, `lopnr keys: reidentify: unknown subcommand "forget"`},
