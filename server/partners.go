@@ -356,7 +356,10 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 // a partner row's key, or "" for a key of nobody in the project.
 func (s *Server) resolver(ctx context.Context, project string, by lopnrv1.KeyedBy) (func(string) string, error) {
 	var canonicals []string // by LopNr - 1
-	if err := s.cfg.Keys.Mappings(ctx, project, func(c string, _ keystore.RunNumber) error {
+	if err := s.cfg.Keys.Mappings(ctx, project, func(c string, r keystore.RunNumber) error {
+		if int(r) != len(canonicals)+1 {
+			return fmt.Errorf("project %s: the kodnyckel's LopNr are not 1..N in order (LopNr %d after %d)", project, r, len(canonicals))
+		}
 		canonicals = append(canonicals, c)
 		return nil
 	}); err != nil {
