@@ -24,8 +24,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/text/encoding/charmap"
 
+	"github.com/lopnr/lopnr/bench/internal/readcsv"
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/keystore"
@@ -559,54 +559,12 @@ func stepReadCSV(ctx context.Context, a stepArgs) (stepResult, error) {
 	}
 	defer os.RemoveAll(dir)
 	defer db.Close()
-	for i, s := range spec.Sources {
-		file, opts := spec.File(i), ""
-		switch s.Encoding {
-		case linkage.EncodingLatin:
-			opts = ", encoding = 'latin-1'"
-		case linkage.EncodingCP:
-			// DuckDB cannot read it: convert first, as a script would
-			// with iconv.
-			file = filepath.Join(dir, s.Name+".utf8")
-			if err := toUTF8(spec.File(i), file); err != nil {
-				return r, err
-			}
-		}
-		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT * FROM read_csv('%s', all_varchar = true%s)", i, file, opts)
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return r, fmt.Errorf("%s: %v", s.Name, err)
-		}
-		var n int64
-		if err := db.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM t%d", i)).Scan(&n); err != nil {
-			return r, err
-		}
-		r.Rows += n
+	if r.Rows, err = readcsv.Sources(ctx, db, spec, dir); err != nil {
+		return r, err
 	}
 	r.Took = time.Since(start)
 	r.Bytes, err = dirSize(a.data)
 	return r, err
-}
-
-func toUTF8(in, out string) error {
-	f, err := os.Open(in)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	o, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(o, 256<<10)
-	if _, err := io.Copy(w, charmap.Windows1252.NewDecoder().Reader(f)); err != nil {
-		o.Close()
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		o.Close()
-		return err
-	}
-	return o.Close()
 }
 
 // pump copies a file in the work directory through w and measures it.

@@ -11,12 +11,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +23,8 @@ import (
 	"time"
 
 	_ "github.com/duckdb/duckdb-go/v2"
-	"golang.org/x/text/encoding/charmap"
 
+	"github.com/lopnr/lopnr/bench/internal/readcsv"
 	"github.com/lopnr/lopnr/linkage"
 )
 
@@ -128,51 +126,7 @@ func baseline(spec *linkage.JobSpec) (int64, error) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	var total int64
-	for i, s := range spec.Sources {
-		file, opts := spec.File(i), ""
-		switch s.Encoding {
-		case "latin-1":
-			opts = ", encoding = 'latin-1'"
-		case "windows-1252":
-			// DuckDB cannot read it: convert first, as a script would
-			// with iconv.
-			file = filepath.Join(dir, s.Name+".utf8")
-			if err := toUTF8(spec.File(i), file); err != nil {
-				return 0, err
-			}
-		}
-		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT * FROM read_csv('%s', all_varchar = true%s)", i, file, opts)
-		if _, err := db.Exec(q); err != nil {
-			return 0, fmt.Errorf("%s: %v", s.Name, err)
-		}
-		var n int64
-		if err := db.QueryRow(fmt.Sprintf("SELECT count(*) FROM t%d", i)).Scan(&n); err != nil {
-			return 0, err
-		}
-		total += n
-	}
-	return total, nil
-}
-
-func toUTF8(in, out string) error {
-	f, err := os.Open(in)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	o, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(o, 256<<10)
-	if _, err := io.Copy(w, charmap.Windows1252.NewDecoder().Reader(f)); err != nil {
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return o.Close()
+	return readcsv.Sources(context.Background(), db, spec, dir)
 }
 
 func fail(err error) {
