@@ -30,11 +30,14 @@ func appendForm(buf []byte, c *number, form uint8, plus bool) []byte {
 	return append(buf, c[:]...)
 }
 
-// Shares of the invalid reasons, in percent.
-var invalidMix = []struct {
+// reasonShares are invalid reasons with their shares, in percent.
+type reasonShares []struct {
 	reason personnummer.Reason
 	pct    int
-}{
+}
+
+// Shares of the invalid reasons, in percent.
+var invalidMix = reasonShares{
 	{personnummer.Checksum, 30},
 	{personnummer.Format, 25},
 	{personnummer.Empty, 20},
@@ -105,9 +108,15 @@ func (s *srcGen) identity(p *person, rs *rowSpec) (personnummer.Reason, int, err
 
 // invalid appends an invalid identity value and returns its reason.
 func (s *srcGen) invalid(p *person) (personnummer.Reason, error) {
+	return s.invalidFrom(p, invalidMix)
+}
+
+// invalidFrom appends an invalid identity value made from p's number, with
+// a reason drawn from mix, and returns the reason.
+func (s *srcGen) invalidFrom(p *person, mix reasonShares) (personnummer.Reason, error) {
 	u := s.n(100)
 	want := personnummer.Checksum
-	for _, m := range invalidMix {
+	for _, m := range mix {
 		if u < m.pct {
 			want = m.reason
 			break
@@ -118,8 +127,7 @@ func (s *srcGen) invalid(p *person) (personnummer.Reason, error) {
 	for range 20 {
 		s.buf = s.buf[:start]
 		s.invalidValue(p, want)
-		n := s.g.parser.ParseBytes(s.buf[start:])
-		if n.Kind() == personnummer.Invalid && n.Reason() == want {
+		if n := s.g.parser.ParseBytes(s.buf[start:]); n.Kind() == personnummer.Invalid && n.Reason() == want {
 			return want, nil
 		}
 	}

@@ -248,10 +248,7 @@ var municipalities = []string{
 var partnerForms = [...]uint8{form12, form12Dash, form10Sep}
 
 // invalidShares are the reasons of the invalid rows, in percent.
-var invalidShares = []struct {
-	reason personnummer.Reason
-	pct    int
-}{
+var invalidShares = reasonShares{
 	{personnummer.Checksum, 45},
 	{personnummer.Format, 40},
 	{personnummer.Empty, 15},
@@ -352,24 +349,10 @@ func (w *partnerWriter) invalid() (int, error) {
 		p.num = makeNumber(y, int(m), d, 1+s.n(999), false)
 	}
 	p.byear = uint16(numYear(&p.num))
-	u := s.n(100)
-	want := personnummer.Checksum
-	for _, m := range invalidShares {
-		if u < m.pct {
-			want = m.reason
-			break
-		}
-		u -= m.pct
+	if _, err := s.invalidFrom(&p, invalidShares); err != nil {
+		return 0, err
 	}
-	start := len(s.buf)
-	for range 20 {
-		s.buf = s.buf[:start]
-		s.invalidValue(&p, want)
-		if n := s.g.parser.ParseBytes(s.buf[start:]); n.Kind() == personnummer.Invalid && n.Reason() == want {
-			return int(p.byear), nil
-		}
-	}
-	return 0, fmt.Errorf("synth: internal error: cannot make an identity with reason %s", want)
+	return int(p.byear), nil
 }
 
 // income returns a year's income in whole kronor for a person of the given
