@@ -1,6 +1,8 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +87,26 @@ func TestRetentionHoldDestroyAndCancel(t *testing.T) {
 	}
 	if got := strings.Join(actions, " "); !strings.Contains(got, "project.extend project.hold project.release-hold") || !strings.Contains(got, "job.cancel") || !strings.Contains(got, "project.destroy") {
 		t.Errorf("audited actions %q, want extend, hold, release-hold, cancel and destroy", got)
+	}
+}
+
+// TestStaleWorkIsRemoved: a work directory that no live job owns (an
+// import killed before its job was kept) is removed when the server opens.
+func TestStaleWorkIsRemoved(t *testing.T) {
+	f := newFixture(t, true)
+	stale := f.srv.workDir("20260101-0000000000000000")
+	if err := os.MkdirAll(filepath.Join(stale, "import"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(stale, "import", "partner.csv"), []byte("PNR\n"), 0o600)
+	cfg := f.srv.cfg
+	f.srv.Close()
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a stale work directory survived a restart: %v", err)
 	}
 }

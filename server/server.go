@@ -160,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 		Cleanup: s.cleanup, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
 		return nil, err
 	}
+	s.removeStaleWork()
 	var opts []grpc.ServerOption
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -254,6 +255,24 @@ func loadOrCreateIdentity(path string) (*age.HybridIdentity, error) {
 		return nil, fmt.Errorf("service identity %s: not an age hybrid identity", path)
 	}
 	return id, nil
+}
+
+// removeStaleWork removes work directories that no queued or running job
+// owns: what a server killed in the middle of an import, before its job was
+// kept, left behind. They may hold identity numbers.
+func (s *Server) removeStaleWork() {
+	entries, err := os.ReadDir(filepath.Join(s.cfg.DataDir, "work"))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if j, err := s.jobs.Get(e.Name()); err == nil && !j.State.Final() {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.cfg.DataDir, "work", e.Name())); err != nil {
+			s.log.Error("removing a stale work directory", "dir", e.Name(), "err", err)
+		}
+	}
 }
 
 func (s *Server) workDir(job string) string { return filepath.Join(s.cfg.DataDir, "work", job) }
