@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/lopnr/lopnr/extract"
@@ -225,5 +227,32 @@ func TestEveryMethodHasARule(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("found %d lopnr methods, want the whole API", n)
+	}
+}
+
+// TestReflectionListsTheAPI is what grpcurl's `list` asks: server
+// reflection names every lopnr service, health among them.
+func TestReflectionListsTheAPI(t *testing.T) {
+	f := newFixture(t, false)
+	stream, err := reflectionpb.NewServerReflectionClient(f.conn("anna")).ServerReflectionInfo(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	for _, want := range []string{"grpc.health.v1.Health", "lopnr.v1.ProjectService", "lopnr.v1.JobService", "lopnr.v1.DeliveryService",
+		"lopnr.v1.KeyService", "lopnr.v1.AuditService", "lopnr.v1.PartnerService", "lopnr.v1.SystemService"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %v, without %s", names, want)
+		}
 	}
 }
