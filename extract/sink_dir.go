@@ -375,3 +375,16 @@ func (s *DirSink) Abandon(ctx context.Context, project, id string) error {
 	}
 	return nil
 }
+
+// Withdraw removes a published delivery whole: for a server that lost the
+// record of one (killed between publishing it and keeping its record). A
+// missing delivery is not an error.
+func (s *DirSink) Withdraw(ctx context.Context, project, id string) error {
+	if err := checkDeliveryNames(project, id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, project, id)); err != nil {
+		return fmt.Errorf("dir sink: withdraw %s: %w", s.Location(project, id), err)
+	}
+	return nil
+}

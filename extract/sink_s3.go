@@ -592,3 +592,24 @@ func (s *S3Sink) Abandon(ctx context.Context, project, id string) error {
 	}
 	return nil
 }
+
+// Withdraw removes a published delivery whole: for a server that lost the
+// record of one (killed between publishing it and keeping its record), so
+// that nothing it cannot account for stays visible. A missing delivery is
+// not an error.
+func (s *S3Sink) Withdraw(ctx context.Context, project, id string) error {
+	if err := checkDeliveryNames(project, id); err != nil {
+		return err
+	}
+	var keys []string
+	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.deliveryPrefix(project, id), Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("s3 sink: withdraw %s: %w", s.Location(project, id), obj.Err)
+		}
+		keys = append(keys, obj.Key)
+	}
+	if err := s.removeObjects(ctx, keys); err != nil {
+		return fmt.Errorf("s3 sink: withdraw %s: %w", s.Location(project, id), err)
+	}
+	return nil
+}

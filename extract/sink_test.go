@@ -61,6 +61,7 @@ func runSinkTests(t *testing.T, b sinkBackend) {
 // abandoner is what a server needs to clean up after a killed writer.
 type abandoner interface {
 	Abandon(ctx context.Context, project, id string) error
+	Withdraw(ctx context.Context, project, id string) error
 }
 
 // testSinkAbandon leaves a half-written delivery behind, as a killed
@@ -123,6 +124,18 @@ func testSinkAbandon(t *testing.T, b sinkBackend) {
 	}
 	if got := b.published(t, project, id2); !slices.Equal(got, []string{"kept.txt"}) {
 		t.Errorf("after Abandon of a published delivery, published %v, want [kept.txt]", got)
+	}
+
+	// Withdraw removes a published delivery whole, and a missing one is
+	// not an error.
+	if err := b.sink.(abandoner).Withdraw(ctx, project, id2); err != nil {
+		t.Fatalf("Withdraw: %v", err)
+	}
+	if got := b.published(t, project, id2); len(got) != 0 {
+		t.Errorf("after Withdraw, published %v", got)
+	}
+	if err := b.sink.(abandoner).Withdraw(ctx, project, id2); err != nil {
+		t.Errorf("Withdraw of a missing delivery: %v", err)
 	}
 }
 

@@ -63,10 +63,11 @@ import (
 )
 
 // Sink is where the server publishes deliveries: an extract sink that can
-// also remove what a killed job staged.
+// also remove what a killed job staged, or published without a record.
 type Sink interface {
 	extract.Sink
 	Abandon(ctx context.Context, project, id string) error
+	Withdraw(ctx context.Context, project, id string) error
 }
 
 var (
@@ -225,11 +226,17 @@ func (s *Server) jobChanged(j jobs.Job) {
 }
 
 // cleanup removes what a job killed with the server left: its staged
-// delivery and its work directory.
+// delivery, a delivery it published without a record, and its work
+// directory.
 func (s *Server) cleanup(j jobs.Job) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err := s.cfg.Sink.Abandon(ctx, j.Project, j.ID)
+	// Killed between publishing and keeping the delivery's record: the
+	// service cannot account for it (nor release it), so it goes too.
+	if _, rerr := s.deliveries.get(j.ID); errors.Is(rerr, errNotFound) {
+		err = errors.Join(err, s.cfg.Sink.Withdraw(ctx, j.Project, j.ID))
+	}
 	return errors.Join(err, os.RemoveAll(s.workDir(j.ID)))
 }
 
