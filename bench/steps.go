@@ -178,14 +178,15 @@ func (e s3Env) sink(ctx context.Context, prefix string) (*extract.S3Sink, error)
 		Region: e.region, Bucket: bucket, Prefix: prefix})
 }
 
-// openDuckDB opens a file-backed database in a new directory under work,
-// with the memory limit.
+// openDuckDB opens an in-memory database that spills into a new directory
+// under work past the memory limit.
 func openDuckDB(work, name, memory string) (*sql.DB, string, error) {
 	dir, err := os.MkdirTemp(work, name+"-")
 	if err != nil {
 		return nil, "", err
 	}
-	db, err := sql.Open("duckdb", filepath.Join(dir, name+".duckdb"))
+	// In memory, spilling to dir past the limit: as lopnr's linkage runs.
+	db, err := sql.Open("duckdb", "")
 	if err != nil {
 		return nil, "", err
 	}

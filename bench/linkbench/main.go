@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -120,12 +119,15 @@ func baseline(spec *linkage.JobSpec) (int64, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	db, err := sql.Open("duckdb", filepath.Join(dir, "base.duckdb"))
+	db, err := sql.Open("duckdb", "") // in memory, as lopnr's linkage runs
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(fmt.Sprintf("SET temp_directory = '%s'", dir)); err != nil { // spill as lopnr does
+		return 0, err
+	}
 	return readcsv.Sources(context.Background(), db, spec, dir)
 }
 
