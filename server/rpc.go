@@ -34,7 +34,7 @@ type rule struct {
 	open bool
 }
 
-// fromField reads the project from a request field.
+// projectField reads the project from a request's project field.
 func projectField(_ *Server, req any) (string, error) {
 	if r, ok := req.(interface{ GetProject() string }); ok {
 		return r.GetProject(), nil

@@ -142,9 +142,9 @@ age -d -i YOUR_KEY FILE. The service audits every key file it gives out.
 	}, sio, "the key file, encrypted to your key")
 }
 
-// writeNew writes a new file (mode 0600, never overwriting) with fill,
+// createNew writes a new file (mode 0600, never overwriting) with fill,
 // removing it when fill fails.
-func writeNew(path string, fill func(io.Writer) error, sio stdio, what string) error {
+func createNew(path string, fill func(io.Writer) error) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -155,6 +155,13 @@ func writeNew(path string, fill func(io.Writer) error, sio stdio, what string) e
 	}
 	if err != nil {
 		os.Remove(path)
+	}
+	return err
+}
+
+// writeNew is createNew, saying on standard error what it wrote where.
+func writeNew(path string, fill func(io.Writer) error, sio stdio, what string) error {
+	if err := createNew(path, fill); err != nil {
 		return err
 	}
 	fmt.Fprintf(sio.err, "lopnr: wrote %s to %s\n", what, path)

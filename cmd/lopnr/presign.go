@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -175,16 +176,16 @@ func fetch(ctx context.Context, dir string, l presignedLink) (path string, n int
 		return "", 0, fmt.Errorf("%s: download: %s", l.name, resp.Status)
 	}
 	path = filepath.Join(dir, l.name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	err = createNew(path, func(w io.Writer) error {
+		var err error
+		n, err = io.Copy(w, resp.Body)
+		return err
+	})
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "open" {
 		return "", 0, err
 	}
-	n, err = io.Copy(f, resp.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(path)
 		return "", 0, fmt.Errorf("%s: download: %w", l.name, err)
 	}
 	return path, n, nil
