@@ -366,8 +366,10 @@ func stepLopnr(ctx context.Context, a stepArgs) (stepResult, error) {
 			}
 			name := p.Stage
 			switch name {
+			case "extract":
+				name = "extract (the approved variables of cohort members, with LopNr)"
 			case "file":
-				name = "extract, leak guard, zstd, age, upload"
+				name = "leak guard, zstd, age, upload"
 			case "assign":
 				name = "assign LopNr (key store)"
 			case "publish":

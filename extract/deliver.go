@@ -56,7 +56,7 @@ type Options struct {
 
 // Progress is one step of a delivery, for a progress display.
 type Progress struct {
-	Stage string // assign, guard, file, publish
+	Stage string // assign, extract, guard, file, publish
 	File  string
 	Rows  int64
 	Bytes int64
@@ -185,7 +185,7 @@ func assign(ctx context.Context, res *linkage.Result, project string, keys Assig
 		return fmt.Errorf("run numbers: %w", err)
 	}
 	conn := res.Conn()
-	if _, err := conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE lopnr (canonical VARCHAR, lopnr BIGINT)`); err != nil {
+	if _, err := conn.ExecContext(ctx, `CREATE OR REPLACE TEMP TABLE lopnr (canonical BIGINT, lopnr BIGINT)`); err != nil {
 		return err
 	}
 	return conn.Raw(func(dc any) error {
@@ -193,9 +193,13 @@ func assign(ctx context.Context, res *linkage.Result, project string, keys Assig
 		if err != nil {
 			return err
 		}
-		buf := make([]byte, 0, 12)
 		for i, n := range numbers {
-			if err := app.AppendRow(string(n.AppendCanonical(buf[:0])), int64(rs[i])); err != nil {
+			key, err := linkage.CanonicalKey(n)
+			if err != nil {
+				app.Close()
+				return err
+			}
+			if err := app.AppendRow(key, int64(rs[i])); err != nil {
 				app.Close()
 				return err
 			}
@@ -237,6 +241,8 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 	conn := res.Conn()
 	table := "out_" + src.Name
 	q, args := p.selectSQL(src)
+	progress(Progress{Stage: "extract", File: src.Name})
+	began := time.Now()
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE OR REPLACE TEMP TABLE %s AS %s", linkage.Ident(table), q), args...); err != nil {
 		return ManifestFile{}, fmt.Errorf("extract %s: %s", src.Name, linkage.Sanitize(err))
 	}
@@ -244,6 +250,7 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+linkage.Ident(table)).Scan(&f.Rows); err != nil {
 		return ManifestFile{}, err
 	}
+	progress(Progress{Stage: "extract", File: src.Name, Rows: f.Rows, Done: true, Took: time.Since(began)})
 	switch format {
 	case "parquet":
 		f.Name, f.Format = src.Name+".parquet.age", "parquet+age"

@@ -330,7 +330,7 @@ func (p sourcePlan) selectSQL(src *linkage.LinkedSource) (string, []any) {
 		args = append(args, c.args...)
 	}
 	return fmt.Sprintf(`SELECT %s FROM %s n JOIN cohort c ON n._canonical = c.canonical JOIN lopnr l ON l.canonical = n._canonical`,
-		strings.Join(exprs, ", "), src.View), args
+		strings.Join(exprs, ", "), src.CohortView), args
 }
 
 // CheckApproval checks a job spec's variables against a project's approved

@@ -25,21 +25,30 @@ func dateExpr(col, format string) string {
 	}
 }
 
+// codeSep separates a row's codes in codesExpr: a control character,
+// which no code holds.
+const codeSep = "\x1f"
+
 // codesExpr is the SQL of a row's codes in the given groups, normalised
-// (upper case, no dots or spaces) and joined with spaces, with a leading
-// space: a code prefix P matches where ' P' occurs.
+// (upper case, no dots or spaces), each preceded by codeSep: a code prefix
+// P matches where codeSep P occurs. Plain columns are joined first and
+// normalised once, not column by column (a third faster on 31 diagnosis
+// columns).
 func codesExpr(groups []CodeGroup) string {
-	var parts []string
+	var plain, parts []string
 	for _, g := range groups {
 		for _, c := range g.Columns {
 			if g.Split != "" {
-				parts = append(parts, fmt.Sprintf("array_to_string(list_transform(string_split(trim(%s), %s), x -> %s), ' ')", ident(c), sqlString(g.Split), NormCodeSQL("x")))
+				parts = append(parts, fmt.Sprintf("array_to_string(list_transform(string_split(trim(%s), %s), x -> %s), chr(31))", ident(c), sqlString(g.Split), NormCodeSQL("x")))
 			} else {
-				parts = append(parts, NormCodeSQL(ident(c)))
+				plain = append(plain, ident(c))
 			}
 		}
 	}
-	return "' ' || concat_ws(' ', " + strings.Join(parts, ", ") + ")"
+	if len(plain) > 0 {
+		parts = append(parts, NormCodeSQL("concat_ws(chr(31), "+strings.Join(plain, ", ")+")"))
+	}
+	return "chr(31) || concat_ws(chr(31), " + strings.Join(parts, ", ") + ")"
 }
 
 // selectCohort makes the table cohort(canonical, index_date).
@@ -47,19 +56,19 @@ func (r *run) selectCohort(ctx context.Context) error {
 	c := r.spec.Cohort
 	if c.List != "" {
 		src := r.sourceNamed(c.List)
-		_, err := r.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE cohort AS SELECT DISTINCT _canonical AS canonical, NULL::DATE AS index_date
+		_, err := r.exec(ctx, fmt.Sprintf(`CREATE TABLE cohort AS SELECT DISTINCT _canonical AS canonical, NULL::DATE AS index_date
 			FROM %s WHERE _canonical IS NOT NULL`, normView(src)))
 		if err != nil {
 			return fmt.Errorf("cohort: %s", sanitize(err))
 		}
-		return nil
+		return r.cohortIDs(ctx)
 	}
 	var parts []string
 	var args []any
 	for _, cr := range c.Criteria {
 		src := r.sourceNamed(cr.Source)
 		p := src.profile
-		where := []string{"_canonical IS NOT NULL"}
+		var where []string
 		date := "NULL::DATE"
 		if p.EventDate != "" {
 			date = dateExpr(p.EventDate, p.Dates[p.EventDate])
@@ -74,7 +83,7 @@ func (r *run) selectCohort(ctx context.Context) error {
 				prefixes = append(prefixes, normCode(code)) // [A-Z0-9]+, checked by the spec
 			}
 			where = append(where, fmt.Sprintf("regexp_matches(%s, ?)", codesExpr(groups)))
-			args = append(args, " ("+strings.Join(prefixes, "|")+")")
+			args = append(args, codeSep+"("+strings.Join(prefixes, "|")+")")
 		}
 		if cr.From != "" {
 			t, _ := time.Parse(time.DateOnly, cr.From)
@@ -86,8 +95,14 @@ func (r *run) selectCohort(ctx context.Context) error {
 			where = append(where, date+" <= ?")
 			args = append(args, t)
 		}
-		parts = append(parts, fmt.Sprintf("SELECT _canonical AS canonical, %s AS event_date, _sex AS sex, _birth AS birth FROM %s WHERE %s",
-			date, normView(src), strings.Join(where, " AND ")))
+		// The criteria filter the source's rows before they meet ids: the
+		// join then sees only the matching rows.
+		sel := fmt.Sprintf("SELECT %s AS _raw, %s AS _event_date FROM %s", ident(p.Identity), date, ident(src.table))
+		if len(where) > 0 {
+			sel += " WHERE " + strings.Join(where, " AND ")
+		}
+		parts = append(parts, fmt.Sprintf(`SELECT i.canonical, s._event_date AS event_date, `+sexSQL+` AS sex, i.birth
+			FROM (%s) s JOIN ids i ON s._raw = i.raw WHERE i.canonical IS NOT NULL`, sel))
 	}
 	var filters []string
 	if c.Sex != "" {
@@ -109,7 +124,16 @@ func (r *run) selectCohort(ctx context.Context) error {
 	if len(filters) > 0 {
 		q += " WHERE " + strings.Join(filters, " AND ")
 	}
-	if _, err := r.conn.ExecContext(ctx, q, args...); err != nil {
+	if _, err := r.exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("cohort: %s", sanitize(err))
+	}
+	return r.cohortIDs(ctx)
+}
+
+// cohortIDs makes the table cohort_ids: the rows of ids that resolve to a
+// cohort member, for cohortView.
+func (r *run) cohortIDs(ctx context.Context) error {
+	if _, err := r.exec(ctx, `CREATE TABLE cohort_ids AS SELECT i.* FROM ids i SEMI JOIN cohort c ON i.canonical = c.canonical`); err != nil {
 		return fmt.Errorf("cohort: %s", sanitize(err))
 	}
 	return nil

@@ -310,7 +310,7 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 		max_line_size = %d, store_rejects = true, rejects_table = %s, rejects_scan = %s)`,
 		ident(src.table), sqlString(path), p.header, sqlString(p.Delimiter), sqlString(p.Quote), sqlString(p.Quote),
 		strings.Join(types, ", "), sqlString(compression), maxLineSize, sqlString(rejects), sqlString("rejscan_"+src.name))
-	if _, err := r.conn.ExecContext(ctx, q); err != nil {
+	if _, err := r.exec(ctx, q); err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
 	if err := r.checkRejects(ctx, src, rejects); err != nil {
@@ -327,7 +327,7 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 
 func (r *run) ingestParquet(ctx context.Context, src *source) error {
 	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT * FROM read_parquet(%s)`, ident(src.table), sqlString(src.file))
-	if _, err := r.conn.ExecContext(ctx, q); err != nil {
+	if _, err := r.exec(ctx, q); err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
 	rows, err := r.conn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index`, src.table)
@@ -349,7 +349,7 @@ func (r *run) ingestParquet(ctx context.Context, src *source) error {
 	src.columns = cols
 	// Identities, dates and codes are compared as text.
 	for _, c := range src.profile.required() {
-		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`ALTER TABLE %s ALTER %s TYPE VARCHAR`, ident(src.table), ident(c))); err != nil {
+		if _, err := r.exec(ctx, fmt.Sprintf(`ALTER TABLE %s ALTER %s TYPE VARCHAR`, ident(src.table), ident(c))); err != nil {
 			return &FileError{File: src.file, Column: c, Msg: sanitize(err)}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"github.com/lopnr/lopnr/linkage/personnummer"
 )
@@ -20,9 +21,10 @@ type LinkedSource struct {
 	Identity string
 	Dates    map[string]string // column -> format
 	Codes    []CodeGroup       // with ranges expanded
-	// View is a parenthesised SELECT of the source's rows: every file
-	// column, and _canonical (NULL unless linkable), _reason, _sex, _birth.
-	View string
+	// CohortView is a parenthesised SELECT of the source's rows of cohort
+	// members: every file column, and _canonical (the member's current
+	// number), _kind, _original, _changed, _sex and _birth.
+	CohortView string
 }
 
 // Sources returns the run's sources in spec order.
@@ -31,7 +33,7 @@ func (res *Result) Sources() []LinkedSource {
 	for _, s := range res.src {
 		out = append(out, LinkedSource{
 			Name: s.name, Kind: s.profile.Kind, Columns: slices.Clone(s.columns), Identity: s.profile.Identity,
-			Dates: s.profile.Dates, Codes: s.profile.codes, View: normView(s),
+			Dates: s.profile.Dates, Codes: s.profile.codes, CohortView: cohortView(s),
 		})
 	}
 	return out
@@ -52,7 +54,9 @@ func (res *Result) OutDir() string { return filepath.Join(res.work, "out") }
 func (res *Result) HasIndexDate() bool { return res.spec.Cohort.List == "" }
 
 // CohortNumbers returns the cohort members' identity numbers, in canonical
-// order.
+// order. In the run's tables (cohort, and _canonical of the views) they
+// are BIGINT: the canonical digits YYYYMMDDNNNC as a number, which
+// CanonicalKey gives for a Number.
 func (res *Result) CohortNumbers(ctx context.Context) ([]personnummer.Number, error) {
 	rows, err := res.conn.QueryContext(ctx, `SELECT canonical FROM cohort ORDER BY canonical`)
 	if err != nil {
@@ -61,12 +65,13 @@ func (res *Result) CohortNumbers(ctx context.Context) ([]personnummer.Number, er
 	defer rows.Close()
 	p := personnummer.NewParser(res.spec.RefDate())
 	var out []personnummer.Number
+	buf := make([]byte, 0, 12)
 	for rows.Next() {
-		var c string
+		var c int64
 		if err := rows.Scan(&c); err != nil {
 			return nil, err
 		}
-		n := p.Parse(c)
+		n := p.Parse(string(strconv.AppendInt(buf[:0], c, 10)))
 		if !n.Linkable() {
 			return nil, fmt.Errorf("cohort: a stored canonical number does not parse (%s)", n)
 		}
@@ -92,3 +97,13 @@ func SQLString(s string) string { return sqlString(s) }
 // Sanitize returns a DuckDB error's first line without anything that could
 // be a value from a file.
 func Sanitize(err error) string { return sanitize(err) }
+
+// CanonicalKey is a linkable number as the run's tables hold it: its
+// canonical digits as a BIGINT.
+func CanonicalKey(n personnummer.Number) (int64, error) {
+	if !n.Linkable() {
+		return 0, fmt.Errorf("canonical key of a number that does not link (%s)", n)
+	}
+	var buf [12]byte
+	return strconv.ParseInt(string(n.AppendCanonical(buf[:0])), 10, 64)
+}

@@ -57,79 +57,118 @@ type SourceReport struct {
 
 func (r *run) report(ctx context.Context) (*Report, error) {
 	rep := &Report{Project: r.spec.Project, ReferenceDate: r.spec.RefDate().Format("2006-01-02"), Overlap: map[string]int64{}}
-	// The quarantine: every identity value that could not be linked, by
-	// source and reason, with its number of rows. It stays in the run's
-	// database (WriteQuarantine writes it out) and never enters the report.
-	if _, err := r.conn.ExecContext(ctx, `CREATE TABLE quarantine (source VARCHAR, reason VARCHAR, identity VARCHAR, rows BIGINT)`); err != nil {
-		return nil, err
-	}
 	if err := r.conn.QueryRowContext(ctx, `SELECT count(*) FROM cohort`).Scan(&rep.Cohort.Persons); err != nil {
 		return nil, err
 	}
-	var presence []string
-	for i, s := range r.dataSources() {
-		sr := SourceReport{Name: s.name, Profile: r.spec.Sources[s.index].Profile, File: filepath.Base(s.file), Quarantined: map[string]int64{}}
-		// One pass over the source's rows, joined to their identities,
-		// down to one row per distinct identity; everything else is
-		// counted from that.
-		agg := ident("agg_" + s.name)
-		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s AS
-			SELECT _reason AS reason, _canonical AS canonical, _original AS original, _changed AS changed,
-				CASE WHEN _reason IS NOT NULL THEN %s END AS raw, count(*) AS n
-			FROM %s GROUP BY ALL`, agg, ident(s.profile.Identity), normView(s))); err != nil {
-			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
-		}
-		if _, err := r.conn.ExecContext(ctx, fmt.Sprintf(`INSERT INTO quarantine SELECT %s, reason, raw, n FROM %s WHERE reason IS NOT NULL`,
-			sqlString(s.name), agg)); err != nil {
-			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
-		}
-		rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT a.reason, sum(a.n)::BIGINT, count(DISTINCT a.canonical), count(DISTINCT c.canonical),
-			count(DISTINCT a.original) FILTER (WHERE a.changed)
-			FROM %s a LEFT JOIN cohort c ON a.canonical = c.canonical GROUP BY a.reason`, agg))
-		if err != nil {
-			return nil, fmt.Errorf("report %s: %s", s.name, sanitize(err))
-		}
-		for rows.Next() {
-			var reason sql.NullString
-			var n, persons, cohort, changed int64
-			if err := rows.Scan(&reason, &n, &persons, &cohort, &changed); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			sr.Rows += n
-			if reason.Valid {
-				sr.Quarantined[reason.String] = n
-			} else {
-				sr.LinkableRows, sr.Persons, sr.CohortPersons, sr.ChangedNumbersResolved = n, persons, cohort, changed
-			}
-		}
-		if err := rows.Err(); err != nil {
-			rows.Close()
+	sources := r.dataSources()
+	// Every source's identity values with their rows (counted by
+	// resolveIdentities), joined once to what they resolved to and to the
+	// cohort: one row per source and value. Everything in the report is
+	// counted from it.
+	var counts, names []string
+	for i, s := range sources {
+		counts = append(counts, fmt.Sprintf("SELECT %d AS src, raw, n FROM %s", i, ident("cnt_"+s.name)))
+		names = append(names, sqlString(s.name))
+	}
+	if _, err := r.exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE agg AS
+		SELECT c.src, %s AS reason, i.canonical, i.changed_from, c.raw, c.n, m.canonical IS NOT NULL AS in_cohort
+		FROM (%s) c LEFT JOIN ids i ON c.raw = i.raw LEFT JOIN cohort m ON i.canonical = m.canonical`,
+		reasonSQL, strings.Join(counts, " UNION ALL "))); err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+	// The quarantine: every identity value that could not be linked, by
+	// source and reason, with its number of rows. It stays in the run's
+	// database (WriteQuarantine writes it out) and never enters the report.
+	if _, err := r.exec(ctx, fmt.Sprintf(`CREATE TABLE quarantine AS
+		SELECT [%s][src + 1] AS source, reason, raw AS identity, n AS rows FROM agg WHERE reason IS NOT NULL`,
+		strings.Join(names, ", "))); err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+
+	for _, s := range sources {
+		rep.Sources = append(rep.Sources, SourceReport{Name: s.name, Profile: r.spec.Sources[s.index].Profile, File: filepath.Base(s.file), Quarantined: map[string]int64{}})
+	}
+	// Rows by reason, and the values the history changed.
+	rows, err := r.conn.QueryContext(ctx, `SELECT src, reason, sum(n)::BIGINT, count(DISTINCT changed_from) FROM agg GROUP BY src, reason`)
+	if err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var src int
+		var reason sql.NullString
+		var n, changed int64
+		if err := rows.Scan(&src, &reason, &n, &changed); err != nil {
 			return nil, err
 		}
-		rows.Close()
-		rep.Sources = append(rep.Sources, sr)
-		presence = append(presence, fmt.Sprintf(`SELECT DISTINCT a.canonical, %d AS idx, %s AS name FROM %s a JOIN cohort c ON a.canonical = c.canonical`,
-			i, sqlString(s.name), agg))
+		sr := &rep.Sources[src]
+		sr.Rows += n
+		if reason.Valid {
+			sr.Quarantined[reason.String] = n
+		} else {
+			sr.LinkableRows, sr.ChangedNumbersResolved = n, changed
+		}
 	}
-	if len(presence) > 0 {
-		rows, err := r.conn.QueryContext(ctx, `SELECT key, count(*) FROM (
-			SELECT coalesce(string_agg(p.name, '+' ORDER BY p.idx), '(none)') AS key
-			FROM cohort c LEFT JOIN (`+strings.Join(presence, " UNION ALL ")+`) p ON c.canonical = p.canonical
-			GROUP BY c.canonical) GROUP BY key`)
-		if err != nil {
-			return nil, fmt.Errorf("report overlap: %s", sanitize(err))
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+
+	// Persons: each source's distinct current numbers, once. The overlap
+	// is each cohort member's set of sources as a bit mask, named in Go
+	// (MaxSources keeps it within 64 bits).
+	if _, err := r.exec(ctx, `CREATE TEMP TABLE persons AS SELECT DISTINCT src, canonical, in_cohort FROM agg WHERE canonical IS NOT NULL`); err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+	if rows, err = r.conn.QueryContext(ctx, `SELECT src, count(*), count(*) FILTER (WHERE in_cohort) FROM persons GROUP BY src`); err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+	for rows.Next() {
+		var src int
+		var persons, cohort int64
+		if err := rows.Scan(&src, &persons, &cohort); err != nil {
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var key string
-			var n int64
-			if err := rows.Scan(&key, &n); err != nil {
-				return nil, err
+		rep.Sources[src].Persons, rep.Sources[src].CohortPersons = persons, cohort
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if rows, err = r.conn.QueryContext(ctx, `SELECT mask, count(*) FROM (
+		SELECT bit_or(1::UBIGINT << src::UBIGINT) AS mask FROM persons WHERE in_cohort GROUP BY canonical) GROUP BY mask`); err != nil {
+		return nil, fmt.Errorf("report overlap: %s", sanitize(err))
+	}
+	found := int64(0)
+	for rows.Next() {
+		var mask uint64
+		var n int64
+		if err := rows.Scan(&mask, &n); err != nil {
+			return nil, err
+		}
+		var in []string
+		for i, s := range sources {
+			if mask&(1<<i) != 0 {
+				in = append(in, s.name)
 			}
-			rep.Overlap[key] = n
 		}
-		if err := rows.Err(); err != nil {
+		rep.Overlap[strings.Join(in, "+")] = n
+		found += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if none := rep.Cohort.Persons - found; none > 0 {
+		rep.Overlap["(none)"] = none
+	}
+	// The counts have served; the quarantine keeps what it needs of them.
+	drop := []string{"agg", "persons"}
+	for _, s := range sources {
+		drop = append(drop, "cnt_"+s.name)
+	}
+	for _, t := range drop {
+		if _, err := r.exec(ctx, "DROP TABLE IF EXISTS "+ident(t)); err != nil {
 			return nil, err
 		}
 	}

@@ -247,6 +247,9 @@ func (s *JobSpec) validate() []error {
 	if len(s.Sources) == 0 {
 		bad("sources", "no sources")
 	}
+	if len(s.Sources) > MaxSources {
+		bad("sources", "%d sources: at most %d in one job", len(s.Sources), MaxSources)
+	}
 	needKind := func(path, name, kind string) {
 		if name == "" {
 			return
@@ -410,5 +413,10 @@ func (s *JobSpec) File(i int) string {
 func normCode(c string) string {
 	return strings.ToUpper(strings.NewReplacer(".", "", " ", "").Replace(c))
 }
+
+// MaxSources is the most sources one job may name: the linkage-quality
+// report keeps each person's set of sources as the bits of a 64-bit
+// number.
+const MaxSources = 64
 
 var projectIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)

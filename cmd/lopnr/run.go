@@ -177,7 +177,9 @@ func linkAndDeliver(ctx context.Context, sio stdio, spec *linkage.JobSpec, dopts
 			switch {
 			case p.Done && p.Stage == "guard":
 				fmt.Fprintf(sio.err, "lopnr: leak guard %-27s %12d rows  %s\n", p.File, p.Rows, p.Took.Round(time.Millisecond))
-			case p.Done && p.File != "":
+			case p.Done && p.Stage == "extract":
+				fmt.Fprintf(sio.err, "lopnr: extracted %-28s %12d rows  %s\n", p.File, p.Rows, p.Took.Round(time.Millisecond))
+			case p.Done && p.Stage == "file":
 				fmt.Fprintf(sio.err, "lopnr: delivered %-28s %12d rows  %s, %d bytes\n", p.File, p.Rows, p.Took.Round(time.Millisecond), p.Bytes)
 			}
 		}
