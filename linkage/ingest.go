@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -31,8 +32,12 @@ type source struct {
 	file    string
 	profile resolved
 	columns []string // as in the file
+	used    []string // the columns in the table: those the job reads
 	table   string   // src_<name>
 	rows    int64
+	// emptyRows are the rows with no identity value (NULL), which ids
+	// does not hold; set by resolveIdentities for data sources.
+	emptyRows int64
 }
 
 // FileError is a problem with a source file, at a line and column where
@@ -304,11 +309,11 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 		types = append(types, sqlString(c)+": 'VARCHAR'")
 	}
 	rejects := "rej_" + src.name
-	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT * FROM read_csv(%s,
+	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT %s FROM read_csv(%s,
 		auto_detect = false, header = %t, delim = %s, quote = %s, escape = %s,
 		columns = {%s}, compression = %s, strict_mode = true, null_padding = false,
 		max_line_size = %d, store_rejects = true, rejects_table = %s, rejects_scan = %s)`,
-		ident(src.table), sqlString(path), p.header, sqlString(p.Delimiter), sqlString(p.Quote), sqlString(p.Quote),
+		ident(src.table), r.selectList(src), sqlString(path), p.header, sqlString(p.Delimiter), sqlString(p.Quote), sqlString(p.Quote),
 		strings.Join(types, ", "), sqlString(compression), maxLineSize, sqlString(rejects), sqlString("rejscan_"+src.name))
 	if _, err := r.exec(ctx, q); err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
@@ -326,13 +331,9 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 }
 
 func (r *run) ingestParquet(ctx context.Context, src *source) error {
-	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT * FROM read_parquet(%s)`, ident(src.table), sqlString(src.file))
-	if _, err := r.exec(ctx, q); err != nil {
-		return &FileError{File: src.file, Msg: sanitize(err)}
-	}
-	rows, err := r.conn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index`, src.table)
+	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet(%s))`, sqlString(src.file)))
 	if err != nil {
-		return err
+		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
 	defer rows.Close()
 	var cols []string
@@ -343,17 +344,83 @@ func (r *run) ingestParquet(ctx context.Context, src *source) error {
 		}
 		cols = append(cols, c)
 	}
+	if err := rows.Err(); err != nil {
+		return &FileError{File: src.file, Msg: sanitize(err)}
+	}
 	if err := checkColumns(src.file, cols, src.profile); err != nil {
 		return err
 	}
 	src.columns = cols
+	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT %s FROM read_parquet(%s)`, ident(src.table), r.selectList(src), sqlString(src.file))
+	if _, err := r.exec(ctx, q); err != nil {
+		return &FileError{File: src.file, Msg: sanitize(err)}
+	}
 	// Identities, dates and codes are compared as text.
 	for _, c := range src.profile.required() {
+		if !slices.Contains(src.used, c) {
+			continue
+		}
 		if _, err := r.exec(ctx, fmt.Sprintf(`ALTER TABLE %s ALTER %s TYPE VARCHAR`, ident(src.table), ident(c))); err != nil {
 			return &FileError{File: src.file, Column: c, Msg: sanitize(err)}
 		}
 	}
 	return r.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+ident(src.table)).Scan(&src.rows)
+}
+
+// selectList sets src.used, the columns of the source up to the last one
+// the job reads (its identity, the history's columns, the columns of the
+// cohort's criteria and the variables'), and returns them as an SQL
+// select list.
+// Only they become the source's table: the reader still parses and checks
+// every line whole (column count, quoting, line length), but columns no
+// step reads are not kept, which on wide registers is most of the work
+// (nor are they checked for UTF-8: no step reads them).
+func (r *run) selectList(src *source) string {
+	want := map[string]bool{src.profile.Identity: true}
+	if h := src.profile.History; h != nil {
+		want[h.Old], want[h.New], want[h.Date] = true, true, true
+	}
+	for _, cr := range r.spec.Cohort.Criteria {
+		if cr.Source != src.name {
+			continue
+		}
+		want[src.profile.EventDate] = true
+		for _, g := range src.profile.codes {
+			if len(cr.Groups) == 0 || slices.Contains(cr.Groups, g.Group) {
+				for _, c := range g.Columns {
+					want[c] = true
+				}
+			}
+		}
+	}
+	for _, v := range r.spec.Variables {
+		if v.Source != src.name {
+			continue
+		}
+		cols, err := ExpandColumns(v.Column)
+		if err != nil {
+			cols = []string{v.Column} // the extract names the error
+		}
+		for _, c := range cols {
+			want[c] = true
+		}
+	}
+	// Up to the last column wanted: DuckDB (1.5) fails with an internal
+	// error, which ends the database, when it finds bytes that are not
+	// UTF-8 in a kept column while columns before it are left out; with a
+	// prefix it names the line and column as it should.
+	last := 0
+	for i, c := range src.columns {
+		if want[c] {
+			last = i
+		}
+	}
+	src.used = src.columns[:last+1]
+	list := make([]string, len(src.used))
+	for i, c := range src.used {
+		list[i] = ident(c)
+	}
+	return strings.Join(list, ", ")
 }
 
 // checkRejects turns the rows DuckDB could not read into an error naming

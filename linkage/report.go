@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/lopnr/lopnr/linkage/personnummer"
 )
 
 // Report is the linkage-quality report: what was read, what linked, what
@@ -60,119 +62,139 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 	if err := r.conn.QueryRowContext(ctx, `SELECT count(*) FROM cohort`).Scan(&rep.Cohort.Persons); err != nil {
 		return nil, err
 	}
+	// Everything is counted from ids, which holds each identity value's
+	// rows per source (n_0, n_1, ...), and cohort_ids, its rows of cohort
+	// members; no source is read again.
 	sources := r.dataSources()
-	// Every source's identity values with their rows (counted by
-	// resolveIdentities), joined once to what they resolved to and to the
-	// cohort: one row per source and value. Everything in the report is
-	// counted from it.
-	var counts, names []string
+	var sums, persons, changed, bits, quarantine []string
 	for i, s := range sources {
-		counts = append(counts, fmt.Sprintf("SELECT %d AS src, raw, n FROM %s", i, ident("cnt_"+s.name)))
-		names = append(names, sqlString(s.name))
-	}
-	if _, err := r.exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE agg AS
-		SELECT c.src, %s AS reason, i.canonical, i.changed_from, c.raw, c.n, m.canonical IS NOT NULL AS in_cohort
-		FROM (%s) c LEFT JOIN ids i ON c.raw = i.raw LEFT JOIN cohort m ON i.canonical = m.canonical`,
-		reasonSQL, strings.Join(counts, " UNION ALL "))); err != nil {
-		return nil, fmt.Errorf("report: %s", sanitize(err))
-	}
-	// The quarantine: every identity value that could not be linked, by
-	// source and reason, with its number of rows. It stays in the run's
-	// database (WriteQuarantine writes it out) and never enters the report.
-	if _, err := r.exec(ctx, fmt.Sprintf(`CREATE TABLE quarantine AS
-		SELECT [%s][src + 1] AS source, reason, raw AS identity, n AS rows FROM agg WHERE reason IS NOT NULL`,
-		strings.Join(names, ", "))); err != nil {
-		return nil, fmt.Errorf("report: %s", sanitize(err))
-	}
-
-	for _, s := range sources {
 		rep.Sources = append(rep.Sources, SourceReport{Name: s.name, Profile: r.spec.Sources[s.index].Profile, File: filepath.Base(s.file), Quarantined: map[string]int64{}})
+		sums = append(sums, fmt.Sprintf("sum(n_%d)::BIGINT", i))
+		persons = append(persons, fmt.Sprintf("count(DISTINCT canonical) FILTER (WHERE n_%d > 0)", i))
+		changed = append(changed, fmt.Sprintf("count(DISTINCT changed_from) FILTER (WHERE n_%d > 0)", i))
+		bits = append(bits, fmt.Sprintf("CASE WHEN n_%d > 0 THEN %d::UBIGINT ELSE 0::UBIGINT END", i, uint64(1)<<i))
+		quarantine = append(quarantine, fmt.Sprintf("SELECT %s, reason, raw, n_%d FROM ids WHERE reason IS NOT NULL AND n_%d > 0", sqlString(s.name), i, i))
 	}
-	// Rows by reason, and the values the history changed.
-	rows, err := r.conn.QueryContext(ctx, `SELECT src, reason, sum(n)::BIGINT, count(DISTINCT changed_from) FROM agg GROUP BY src, reason`)
-	if err != nil {
-		return nil, fmt.Errorf("report: %s", sanitize(err))
+	if len(sources) == 0 {
+		return rep, nil
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var src int
-		var reason sql.NullString
-		var n, changed int64
-		if err := rows.Scan(&src, &reason, &n, &changed); err != nil {
-			return nil, err
-		}
-		sr := &rep.Sources[src]
-		sr.Rows += n
-		if reason.Valid {
-			sr.Quarantined[reason.String] = n
-		} else {
-			sr.LinkableRows, sr.ChangedNumbersResolved = n, changed
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows.Close()
 
-	// Persons: each source's distinct current numbers, once. The overlap
-	// is each cohort member's set of sources as a bit mask, named in Go
-	// (MaxSources keeps it within 64 bits).
-	if _, err := r.exec(ctx, `CREATE TEMP TABLE persons AS SELECT DISTINCT src, canonical, in_cohort FROM agg WHERE canonical IS NOT NULL`); err != nil {
-		return nil, fmt.Errorf("report: %s", sanitize(err))
-	}
-	if rows, err = r.conn.QueryContext(ctx, `SELECT src, count(*), count(*) FILTER (WHERE in_cohort) FROM persons GROUP BY src`); err != nil {
-		return nil, fmt.Errorf("report: %s", sanitize(err))
-	}
-	for rows.Next() {
-		var src int
-		var persons, cohort int64
-		if err := rows.Scan(&src, &persons, &cohort); err != nil {
-			return nil, err
+	// Rows by reason: NULL is the rows that link.
+	err := r.eachRow(ctx, `SELECT reason, `+strings.Join(sums, ", ")+` FROM ids GROUP BY reason`, func(rows *sql.Rows) error {
+		var reason sql.NullString
+		n := make([]int64, len(sources))
+		dest := []any{&reason}
+		for i := range n {
+			dest = append(dest, &n[i])
 		}
-		rep.Sources[src].Persons, rep.Sources[src].CohortPersons = persons, cohort
-	}
-	if err := rows.Err(); err != nil {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		for i := range sources {
+			sr := &rep.Sources[i]
+			switch {
+			case n[i] == 0:
+			case reason.Valid:
+				sr.Quarantined[reason.String] = n[i]
+				sr.Rows += n[i]
+			default:
+				sr.LinkableRows = n[i]
+				sr.Rows += n[i]
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	rows.Close()
-	if rows, err = r.conn.QueryContext(ctx, `SELECT mask, count(*) FROM (
-		SELECT bit_or(1::UBIGINT << src::UBIGINT) AS mask FROM persons WHERE in_cohort GROUP BY canonical) GROUP BY mask`); err != nil {
-		return nil, fmt.Errorf("report overlap: %s", sanitize(err))
+	for i, s := range sources {
+		if s.emptyRows > 0 {
+			rep.Sources[i].Quarantined[personnummer.Empty.String()] += s.emptyRows
+			rep.Sources[i].Rows += s.emptyRows
+		}
 	}
+	// Persons, and the numbers the history changed, in each source.
+	err = r.eachRow(ctx, `SELECT `+strings.Join(persons, ", ")+`, `+strings.Join(changed, ", ")+` FROM ids WHERE canonical IS NOT NULL`, func(rows *sql.Rows) error {
+		n := make([]int64, 2*len(sources))
+		dest := make([]any, len(n))
+		for i := range n {
+			dest[i] = &n[i]
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		for i := range sources {
+			rep.Sources[i].Persons, rep.Sources[i].ChangedNumbersResolved = n[i], n[len(sources)+i]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Each cohort member's sources as a bit mask (MaxSources keeps it
+	// within 64 bits): the overlap, and the members found in each source.
 	found := int64(0)
-	for rows.Next() {
+	err = r.eachRow(ctx, `SELECT mask, count(*) FROM (SELECT bit_or(`+strings.Join(bits, " | ")+`) AS mask FROM cohort_ids GROUP BY canonical) GROUP BY mask`, func(rows *sql.Rows) error {
 		var mask uint64
 		var n int64
 		if err := rows.Scan(&mask, &n); err != nil {
-			return nil, err
+			return err
 		}
 		var in []string
 		for i, s := range sources {
 			if mask&(1<<i) != 0 {
 				in = append(in, s.name)
+				rep.Sources[i].CohortPersons += n
 			}
 		}
-		rep.Overlap[strings.Join(in, "+")] = n
-		found += n
-	}
-	if err := rows.Err(); err != nil {
+		if len(in) > 0 {
+			rep.Overlap[strings.Join(in, "+")] += n
+			found += n
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	rows.Close()
 	if none := rep.Cohort.Persons - found; none > 0 {
 		rep.Overlap["(none)"] = none
 	}
-	// The counts have served; the quarantine keeps what it needs of them.
-	drop := []string{"agg", "persons"}
-	for _, s := range sources {
-		drop = append(drop, "cnt_"+s.name)
+
+	// The quarantine: every identity value that could not be linked, by
+	// source and reason, with its number of rows. It stays in the run's
+	// database (WriteQuarantine writes it out) and never enters the report.
+	if _, err := r.exec(ctx, `CREATE TABLE quarantine (source VARCHAR, reason VARCHAR, identity VARCHAR, rows BIGINT)`); err != nil {
+		return nil, err
 	}
-	for _, t := range drop {
-		if _, err := r.exec(ctx, "DROP TABLE IF EXISTS "+ident(t)); err != nil {
-			return nil, err
+	if _, err := r.exec(ctx, `INSERT INTO quarantine `+strings.Join(quarantine, " UNION ALL ")); err != nil {
+		return nil, fmt.Errorf("report: %s", sanitize(err))
+	}
+	for _, s := range sources {
+		if s.emptyRows > 0 {
+			if _, err := r.exec(ctx, `INSERT INTO quarantine VALUES (?, ?, NULL, ?)`, s.name, personnummer.Empty.String(), s.emptyRows); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return rep, nil
+}
+
+// eachRow runs a query and calls fn for each row.
+func (r *run) eachRow(ctx context.Context, q string, fn func(*sql.Rows) error) error {
+	rows, err := r.conn.QueryContext(ctx, q)
+	if err != nil {
+		return fmt.Errorf("report: %s", sanitize(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("report: %s", sanitize(err))
+	}
+	return nil
 }
 
 // WriteText writes the report for a person to read.
