@@ -367,25 +367,41 @@ func (r *run) ingestParquet(ctx context.Context, src *source) error {
 	return r.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+ident(src.table)).Scan(&src.rows)
 }
 
-// selectList sets src.used, the columns of the source up to the last one
-// the job reads (its identity, the history's columns, the columns of the
-// cohort's criteria and the variables'), and returns them as an SQL
-// select list.
-// Only they become the source's table: the reader still parses and checks
-// every line whole (column count, quoting, line length), but columns no
-// step reads are not kept, which on wide registers is most of the work
-// (nor are they checked for UTF-8: no step reads them).
+// selectList sets src.used to the columns UsedColumns keeps and returns
+// them as an SQL select list.
 func (r *run) selectList(src *source) string {
-	want := map[string]bool{src.profile.Identity: true}
-	if h := src.profile.History; h != nil {
+	src.used = UsedColumns(r.spec, src.index, src.columns)
+	list := make([]string, len(src.used))
+	for i, c := range src.used {
+		list[i] = ident(c)
+	}
+	return strings.Join(list, ", ")
+}
+
+// UsedColumns returns the columns of source i, whose file has the given
+// columns, that a run keeps: up to the last one the job reads (the
+// source's identity, the history's columns, the columns of the cohort's
+// criteria and the variables'). Only they become the source's table: the
+// reader still parses and checks every line whole (column count, quoting,
+// line length), but columns no step reads are not kept, which on wide
+// registers is most of the work (nor are they checked for UTF-8: no step
+// reads them).
+func UsedColumns(spec *JobSpec, i int, columns []string) []string {
+	p, err := spec.Resolve(i)
+	if err != nil {
+		return columns
+	}
+	name := spec.Sources[i].Name
+	want := map[string]bool{p.Identity: true}
+	if h := p.History; h != nil {
 		want[h.Old], want[h.New], want[h.Date] = true, true, true
 	}
-	for _, cr := range r.spec.Cohort.Criteria {
-		if cr.Source != src.name {
+	for _, cr := range spec.Cohort.Criteria {
+		if cr.Source != name {
 			continue
 		}
-		want[src.profile.EventDate] = true
-		for _, g := range src.profile.codes {
+		want[p.EventDate] = true
+		for _, g := range p.codes {
 			if len(cr.Groups) == 0 || slices.Contains(cr.Groups, g.Group) {
 				for _, c := range g.Columns {
 					want[c] = true
@@ -393,8 +409,8 @@ func (r *run) selectList(src *source) string {
 			}
 		}
 	}
-	for _, v := range r.spec.Variables {
-		if v.Source != src.name {
+	for _, v := range spec.Variables {
+		if v.Source != name {
 			continue
 		}
 		cols, err := ExpandColumns(v.Column)
@@ -410,17 +426,12 @@ func (r *run) selectList(src *source) string {
 	// UTF-8 in a kept column while columns before it are left out; with a
 	// prefix it names the line and column as it should.
 	last := 0
-	for i, c := range src.columns {
+	for i, c := range columns {
 		if want[c] {
 			last = i
 		}
 	}
-	src.used = src.columns[:last+1]
-	list := make([]string, len(src.used))
-	for i, c := range src.used {
-		list[i] = ident(c)
-	}
-	return strings.Join(list, ", ")
+	return columns[:last+1]
 }
 
 // checkRejects turns the rows DuckDB could not read into an error naming

@@ -1,7 +1,9 @@
 // Package readcsv is the benchmarks' baseline for ingestion: every source
 // of a job read into a table with DuckDB's own CSV reader, as a team's
 // script first does — no identity handling, no linking. bench/linkbench
-// and go run ./bench both compare lopnr's normalisation with it.
+// and go run ./bench both compare lopnr's normalisation with it. It keeps
+// the columns lopnr keeps (linkage.UsedColumns), as a script selects the
+// columns it uses, so that both sides hold the same data.
 package readcsv
 
 import (
@@ -12,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/text/encoding/charmap"
 
@@ -34,7 +37,16 @@ func Sources(ctx context.Context, db *sql.DB, spec *linkage.JobSpec, tmp string)
 				return total, err
 			}
 		}
-		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT * FROM read_csv('%s', all_varchar = true%s)", i, file, opts)
+		from := fmt.Sprintf("read_csv('%s', all_varchar = true%s)", file, opts)
+		cols, err := columns(ctx, db, from)
+		if err != nil {
+			return total, fmt.Errorf("%s: %v", s.Name, err)
+		}
+		var list []string
+		for _, c := range linkage.UsedColumns(spec, i, cols) {
+			list = append(list, linkage.Ident(c))
+		}
+		q := fmt.Sprintf("CREATE TABLE t%d AS SELECT %s FROM %s", i, strings.Join(list, ", "), from)
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return total, fmt.Errorf("%s: %v", s.Name, err)
 		}
@@ -45,6 +57,24 @@ func Sources(ctx context.Context, db *sql.DB, spec *linkage.JobSpec, tmp string)
 		total += n
 	}
 	return total, nil
+}
+
+// columns returns the columns of a table function's rows.
+func columns(ctx context.Context, db *sql.DB, from string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+from+")")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
 }
 
 func toUTF8(in, out string) error {
