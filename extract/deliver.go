@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -129,6 +130,7 @@ func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifes
 	if format == "" {
 		format = "csv"
 	}
+	var small []staticFile
 	for _, p := range plans {
 		src := sourceNamed(sources, p.Source)
 		f, err := writeOutput(ctx, res, staging, src, p, spec.Outputs, format, opts, progress)
@@ -136,21 +138,14 @@ func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifes
 			return nil, err
 		}
 		m.Files = append(m.Files, f)
-		if err := writeStatic(ctx, staging, f.Codebook, codebook(p)); err != nil {
-			return nil, err
-		}
-	}
-	if err := writeStatic(ctx, staging, "README.txt", readme(m, format)); err != nil {
-		return nil, err
+		small = append(small, staticFile{f.Codebook, codebook(p)})
 	}
 	manifest, sig, err := opts.Signer.sign(m)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeStatic(ctx, staging, "manifest.json", manifest); err != nil {
-		return nil, err
-	}
-	if err := writeStatic(ctx, staging, "manifest.json.sig", sig); err != nil {
+	small = append(small, staticFile{"README.txt", readme(m, format)}, staticFile{"manifest.json", manifest}, staticFile{"manifest.json.sig", sig})
+	if err := writeStatic(ctx, staging, small); err != nil {
 		return nil, err
 	}
 	progress(Progress{Stage: "publish"})
@@ -221,17 +216,45 @@ func abortFile(w io.WriteCloser, err error) {
 	w.Close()
 }
 
-// writeStatic writes a small plaintext file of the delivery.
-func writeStatic(ctx context.Context, staging Staging, name string, data []byte) error {
-	w, err := staging.Create(ctx, name)
+// staticFile is a small plaintext file of a delivery: a codebook, the
+// README, the manifest and its signature.
+type staticFile struct {
+	name string
+	data []byte
+}
+
+// writeStatic writes the small files of a delivery, all at once: each is
+// one request, and one after another they took longer than the data.
+func writeStatic(ctx context.Context, staging Staging, files []staticFile) error {
+	ws := make([]io.WriteCloser, 0, len(files))
+	var err error
+	for _, f := range files {
+		var w io.WriteCloser
+		if w, err = staging.Create(ctx, f.name); err != nil {
+			break
+		}
+		ws = append(ws, w)
+		if _, err = w.Write(f.data); err != nil {
+			break
+		}
+	}
 	if err != nil {
+		for _, w := range ws {
+			abortFile(w, err)
+		}
 		return err
 	}
-	if _, err := w.Write(data); err != nil {
-		abortFile(w, err)
-		return err
+	errs := make([]error, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.Close()
+		}()
 	}
-	return w.Close()
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // writeOutput materialises one output, checks it with the leak guard and

@@ -28,6 +28,8 @@ type Staging interface {
 	// (for S3, as a multipart upload of unknown size). Close completes it;
 	// the writers of both sinks also have CloseWithError(error) error,
 	// which abandons the file (and its upload) when producing it failed.
+	// Several files may be open, and closed, at once from different
+	// goroutines; one file's writer is used by one goroutine.
 	Create(ctx context.Context, name string) (io.WriteCloser, error)
 	// Publish makes every completed file visible under the delivery's
 	// prefix, and removes the staging area.

@@ -272,6 +272,14 @@ func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"
 // ingest reads one source into its table.
 func (r *run) ingest(ctx context.Context, src *source) error {
 	p := src.profile
+	if p.Kind != KindEvents {
+		// The history and lists are read back row by row, their errors
+		// naming lines: they keep the file's order.
+		if _, err := r.exec(ctx, "SET preserve_insertion_order = true"); err != nil {
+			return err
+		}
+		defer r.exec(ctx, "SET preserve_insertion_order = false")
+	}
 	fi, err := os.Stat(src.file)
 	if err != nil {
 		return fileErr(src.file, err)

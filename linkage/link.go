@@ -145,6 +145,10 @@ func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Res
 		fmt.Sprintf("SET memory_limit = %s", sqlString(opts.MemoryLimit)),
 		fmt.Sprintf("SET threads = %d", opts.Threads),
 		fmt.Sprintf("SET temp_directory = %s", sqlString(filepath.Join(work, "spill"))),
+		// Tables may hold rows out of file order, which lets DuckDB read
+		// a file in parallel without putting it back in order: nothing
+		// reads them in order but the history and lists (see ingest).
+		"SET preserve_insertion_order = false",
 	} {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			return nil, fmt.Errorf("duckdb: %s", sanitize(err))
@@ -324,8 +328,14 @@ func (u identityUDF) Config() duckdb.ScalarFuncConfig {
 // read in place and each answer written straight into the result, with
 // no boxing per row (a row executor took twice as long on a million
 // values).
+//
+// The binder only hands on the query's context: without one, duckdb-go
+// (v2.10506.0) stores that context into the shared bind data from every
+// thread that runs a chunk, which the race detector rightly reports.
 func (u identityUDF) Executor() duckdb.ScalarFuncExecutor {
-	return duckdb.ScalarFuncExecutor{ChunkContextExecutor: func(_ context.Context, chunk *duckdb.ChunkIteratorState) error {
+	return duckdb.ScalarFuncExecutor{ScalarBinder: func(ctx context.Context, _ []duckdb.ScalarUDFArg) (context.Context, error) {
+		return ctx, nil
+	}, ChunkContextExecutor: func(_ context.Context, chunk *duckdb.ChunkIteratorState) error {
 		in, err := chunk.GetInputChunk().GetVector(0)
 		if err != nil {
 			return err
