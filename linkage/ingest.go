@@ -530,4 +530,3 @@ func transcode(file string, p resolved, out string) error {
 	}
 	return f.Close()
 }
-
