@@ -16,7 +16,7 @@ test:
 ## bench: lopnr's job against the DuckDB script a team would write, and each stage against its raw
 ##        tool, on the standard scenario at a tenth, one and three times (about 10 minutes; bench/README.md).
 ##        `make bench BENCH='-scenario small'` for a quick look.
-BENCH ?= -scenario standard -growth 0.1,1,3
+BENCH ?= -scenario standard -growth 0.1,1,3 -runs 3
 bench:
 	$(DEVSTACK) run -- $(GO) run ./bench $(BENCH)
 

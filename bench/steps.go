@@ -100,6 +100,7 @@ type stepResult struct {
 	Stages   []stageTime `json:"stages,omitempty"`
 	Cohort   int         `json:"cohort,omitempty"`
 	Project  string      `json:"project,omitempty"`
+	Unique   string      `json:"unique,omitempty"` // lopnr: the prefix its delivery went under
 	Delivery string      `json:"delivery,omitempty"`
 	Note     string      `json:"note,omitempty"`
 }
@@ -398,7 +399,7 @@ func stepLopnr(ctx context.Context, a stepArgs) (stepResult, error) {
 		r.Rows += f.Rows
 		r.Bytes += f.Size
 	}
-	r.Project, r.Delivery = m.Project, m.Delivery
+	r.Project, r.Delivery, r.Unique = m.Project, m.Delivery, a.unique
 	r.Note += fmt.Sprintf(", %d rows delivered in %d files", r.Rows, len(m.Files))
 	return r, nil
 }

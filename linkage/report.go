@@ -73,7 +73,7 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 		persons = append(persons, fmt.Sprintf("count(DISTINCT canonical) FILTER (WHERE n_%d > 0)", i))
 		changed = append(changed, fmt.Sprintf("count(DISTINCT changed_from) FILTER (WHERE n_%d > 0)", i))
 		bits = append(bits, fmt.Sprintf("CASE WHEN n_%d > 0 THEN %d::UBIGINT ELSE 0::UBIGINT END", i, uint64(1)<<i))
-		quarantine = append(quarantine, fmt.Sprintf("SELECT %s, reason, raw, n_%d FROM ids WHERE reason IS NOT NULL AND n_%d > 0", sqlString(s.name), i, i))
+		quarantine = append(quarantine, fmt.Sprintf("SELECT %s, %s[reason], raw, n_%d FROM ids WHERE reason IS NOT NULL AND n_%d > 0", sqlString(s.name), reasonNamesSQL, i, i))
 	}
 	if len(sources) == 0 {
 		return rep, nil
@@ -81,7 +81,7 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 
 	// Rows by reason: NULL is the rows that link.
 	err := r.eachRow(ctx, `SELECT reason, `+strings.Join(sums, ", ")+` FROM ids GROUP BY reason`, func(rows *sql.Rows) error {
-		var reason sql.NullString
+		var reason sql.NullInt64
 		n := make([]int64, len(sources))
 		dest := []any{&reason}
 		for i := range n {
@@ -95,7 +95,7 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 			switch {
 			case n[i] == 0:
 			case reason.Valid:
-				sr.Quarantined[reason.String] = n[i]
+				sr.Quarantined[personnummer.Reason(reason.Int64).String()] = n[i]
 				sr.Rows += n[i]
 			default:
 				sr.LinkableRows = n[i]
