@@ -532,10 +532,13 @@ var traceSQL = os.Getenv("LOPNR_TRACE_SQL") != ""
 
 // exec runs one statement on the run's connection.
 func (r *run) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	start := time.Now()
-	res, err := r.conn.ExecContext(ctx, q, args...)
 	if traceSQL {
-		fmt.Fprintf(os.Stderr, "lopnr: sql %7.3f s  %s\n", time.Since(start).Seconds(), strings.Join(strings.Fields(q), " "))
+		defer r.trace(time.Now(), q)
 	}
-	return res, err
+	return r.conn.ExecContext(ctx, q, args...)
+}
+
+// trace prints a statement and the time since start, for traceSQL.
+func (r *run) trace(start time.Time, q string) {
+	fmt.Fprintf(os.Stderr, "lopnr: sql %7.3f s  %s\n", time.Since(start).Seconds(), strings.Join(strings.Fields(q), " "))
 }

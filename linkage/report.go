@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/lopnr/lopnr/linkage/personnummer"
 )
@@ -70,7 +71,7 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 	for i, s := range sources {
 		rep.Sources = append(rep.Sources, SourceReport{Name: s.name, Profile: r.spec.Sources[s.index].Profile, File: filepath.Base(s.file), Quarantined: map[string]int64{}})
 		sums = append(sums, fmt.Sprintf("sum(n_%d)::BIGINT", i))
-		persons = append(persons, fmt.Sprintf("count(DISTINCT canonical) FILTER (WHERE n_%d > 0)", i))
+		persons = append(persons, fmt.Sprintf("count(*) FILTER (WHERE mask & %d::UBIGINT <> 0)", uint64(1)<<i))
 		changed = append(changed, fmt.Sprintf("count(DISTINCT changed_from) FILTER (WHERE n_%d > 0)", i))
 		bits = append(bits, fmt.Sprintf("CASE WHEN n_%d > 0 THEN %d::UBIGINT ELSE 0::UBIGINT END", i, uint64(1)<<i))
 		quarantine = append(quarantine, fmt.Sprintf("SELECT %s, %s[reason], raw, n_%d FROM ids WHERE reason IS NOT NULL AND n_%d > 0", sqlString(s.name), reasonNamesSQL, i, i))
@@ -113,20 +114,26 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 			rep.Sources[i].Rows += s.emptyRows
 		}
 	}
-	// Persons, and the numbers the history changed, in each source.
-	err = r.eachRow(ctx, `SELECT `+strings.Join(persons, ", ")+`, `+strings.Join(changed, ", ")+` FROM ids WHERE canonical IS NOT NULL`, func(rows *sql.Rows) error {
-		n := make([]int64, 2*len(sources))
-		dest := make([]any, len(n))
-		for i := range n {
-			dest[i] = &n[i]
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return err
-		}
+	// Persons in each source: each current number once, with the bit mask
+	// of the sources it is in (MaxSources keeps it within 64 bits).
+	err = r.eachRow(ctx, `SELECT `+strings.Join(persons, ", ")+` FROM (
+		SELECT bit_or(`+strings.Join(bits, " | ")+`) AS mask FROM ids WHERE canonical IS NOT NULL GROUP BY canonical)`, func(rows *sql.Rows) error {
+		dest := make([]any, len(sources))
 		for i := range sources {
-			rep.Sources[i].Persons, rep.Sources[i].ChangedNumbersResolved = n[i], n[len(sources)+i]
+			dest[i] = &rep.Sources[i].Persons
 		}
-		return nil
+		return rows.Scan(dest...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The numbers the history changed, in each source: few values.
+	err = r.eachRow(ctx, `SELECT `+strings.Join(changed, ", ")+` FROM ids WHERE changed_from IS NOT NULL`, func(rows *sql.Rows) error {
+		dest := make([]any, len(sources))
+		for i := range sources {
+			dest[i] = &rep.Sources[i].ChangedNumbersResolved
+		}
+		return rows.Scan(dest...)
 	})
 	if err != nil {
 		return nil, err
@@ -181,6 +188,9 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 
 // eachRow runs a query and calls fn for each row.
 func (r *run) eachRow(ctx context.Context, q string, fn func(*sql.Rows) error) error {
+	if traceSQL {
+		defer r.trace(time.Now(), q)
+	}
 	rows, err := r.conn.QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("report: %s", sanitize(err))
