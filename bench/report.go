@@ -125,28 +125,38 @@ func (rep *report) markdown() string {
 				secs(s.lopnrDelivered.Took), peak(s.lopnrDelivered.MaxRSS), ratio(s.lopnrDelivered.Took, s.baseline.Took))
 		}
 		last := rep.sizes[len(rep.sizes)-1]
-		w("\nFrom ×%g to ×%g the data grows %.1f times; lopnr's time %.1f times and its peak memory %.2f times (the baseline's: %.1f and %.2f).\n\n",
-			first.scale, last.scale, float64(last.rows)/float64(first.rows), ratio(last.lopnr.Took, first.lopnr.Took),
-			float64(last.lopnr.MaxRSS)/float64(first.lopnr.MaxRSS), ratio(last.baseline.Took, first.baseline.Took),
-			float64(last.baseline.MaxRSS)/float64(first.baseline.MaxRSS))
+		w("\nFrom ×%g to ×%g the data grows %.1f times; the time of lopnr's job on the same sources %.1f times and its peak memory %.2f times; "+
+			"the whole job's %.1f and %.2f; the baseline's %.1f and %.2f.\n\n",
+			first.scale, last.scale, float64(last.rows)/float64(first.rows),
+			ratio(last.lopnrDelivered.Took, first.lopnrDelivered.Took), float64(last.lopnrDelivered.MaxRSS)/float64(first.lopnrDelivered.MaxRSS),
+			ratio(last.lopnr.Took, first.lopnr.Took), float64(last.lopnr.MaxRSS)/float64(first.lopnr.MaxRSS),
+			ratio(last.baseline.Took, first.baseline.Took), float64(last.baseline.MaxRSS)/float64(first.baseline.MaxRSS))
+	}
+	// The goal is judged on the job that reads what the baseline reads; the
+	// whole job also reads, normalises and reports on sources the
+	// delivery does not use.
+	largest := func(r stepResult) stageTime {
+		var top stageTime
+		for _, st := range r.Stages {
+			if st.Took > top.Took {
+				top = st
+			}
+		}
+		return top
 	}
 	for _, s := range rep.sizes {
 		if s.scale != 1 {
 			continue
 		}
-		rt := ratio(s.lopnr.Took, s.baseline.Took)
+		rd, rt := ratio(s.lopnrDelivered.Took, s.baseline.Took), ratio(s.lopnr.Took, s.baseline.Took)
 		verdict := "met"
-		if rt > goal {
+		if rd > goal {
 			verdict = "not met"
 		}
-		var top stageTime
-		for _, st := range s.lopnr.Stages {
-			if st.Took > top.Took {
-				top = st
-			}
-		}
-		w("Goal: end to end within %.1f times the baseline: %s (%.2f; %.2f with only the delivered sources in the job spec). lopnr's largest stage: %s, %s of %s.\n\n",
-			goal, verdict, rt, ratio(s.lopnrDelivered.Took, s.baseline.Took), top.Name, secs(top.Took), secs(s.lopnr.Took))
+		td, tw := largest(s.lopnrDelivered), largest(s.lopnr)
+		w("Goal: end to end within %.1f times the baseline, on the same sources: %s (%.2f; its largest stage: %s, %s of %s). "+
+			"The whole job, which also reads and reports on the sources the delivery does not use: %.2f (its largest stage: %s, %s of %s).\n\n",
+			goal, verdict, rd, td.Name, secs(td.Took), secs(s.lopnrDelivered.Took), rt, tw.Name, secs(tw.Took), secs(s.lopnr.Took))
 	}
 	return b.String()
 }
