@@ -368,9 +368,9 @@ func stepLopnr(ctx context.Context, a stepArgs) (stepResult, error) {
 			name := p.Stage
 			switch name {
 			case "extract":
-				name = "extract (the approved variables of cohort members, with LopNr)"
+				name = "extract into a table (Parquet only)"
 			case "file":
-				name = "leak guard, zstd, age, upload"
+				name = "extract, leak guard, zstd, age, upload"
 			case "assign":
 				name = "assign LopNr (key store)"
 			case "publish":

@@ -57,7 +57,7 @@ type Options struct {
 
 // Progress is one step of a delivery, for a progress display.
 type Progress struct {
-	Stage string // assign, extract, guard, file, publish
+	Stage string // assign, extract and guard (Parquet), file, publish
 	File  string
 	Rows  int64
 	Bytes int64
@@ -257,40 +257,53 @@ func writeStatic(ctx context.Context, staging Staging, files []staticFile) error
 	return errors.Join(errs...)
 }
 
-// writeOutput materialises one output, checks it with the leak guard and
-// streams it through the writer, zstd and age into the staging area.
+// writeOutput extracts one output and streams it through the leak guard,
+// the writer, zstd and age into the staging area. A CSV output goes
+// straight from the query, sorted, to the stream, and its rows are counted
+// there; a Parquet output is first materialised, for the leak guard's
+// query.
 func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src *linkage.LinkedSource, p sourcePlan,
 	out linkage.OutputSpec, format string, opts Options, progress func(Progress)) (ManifestFile, error) {
 	conn := res.Conn()
-	table := "out_" + src.Name
 	q, args := p.selectSQL(src)
-	progress(Progress{Stage: "extract", File: src.Name})
-	began := time.Now()
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE OR REPLACE TEMP TABLE %s AS %s", linkage.Ident(table), q), args...); err != nil {
-		return ManifestFile{}, fmt.Errorf("extract %s: %s", src.Name, linkage.Sanitize(err))
-	}
 	f := ManifestFile{Source: src.Name, Codebook: src.Name + ".codebook.csv"}
-	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+linkage.Ident(table)).Scan(&f.Rows); err != nil {
-		return ManifestFile{}, err
-	}
-	progress(Progress{Stage: "extract", File: src.Name, Rows: f.Rows, Done: true, Took: time.Since(began)})
 	switch format {
 	case "parquet":
 		f.Name, f.Format = src.Name+".parquet.age", "parquet+age"
 	default:
 		f.Name, f.Format = src.Name+".csv.zst.age", "csv+zstd+age"
 	}
-	guardCSV := false
-	if !opts.Approval.AllowPersonnummer {
-		if format == "parquet" {
+	// By LopNr, ties broken by a hash of the whole row: rows never follow
+	// the source's order, and a delivery made again from the same data is
+	// the same bytes. (ORDER BY ALL does the same but sorts on every column
+	// and took a quarter more memory on a 5 GB delivery.)
+	var cols []string
+	for _, c := range p.Columns {
+		cols = append(cols, linkage.Ident(c.Name))
+	}
+	order := fmt.Sprintf(`ORDER BY "LopNr", hash(%s)`, strings.Join(cols, ", "))
+	ordered := fmt.Sprintf("(SELECT * FROM (%s) %s)", q, order)
+
+	if format == "parquet" {
+		table := "out_" + src.Name
+		progress(Progress{Stage: "extract", File: src.Name})
+		began := time.Now()
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE OR REPLACE TEMP TABLE %s AS %s", linkage.Ident(table), q), args...); err != nil {
+			return ManifestFile{}, fmt.Errorf("extract %s: %s", src.Name, linkage.Sanitize(err))
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+linkage.Ident(table))
+		if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+linkage.Ident(table)).Scan(&f.Rows); err != nil {
+			return ManifestFile{}, err
+		}
+		progress(Progress{Stage: "extract", File: src.Name, Rows: f.Rows, Done: true, Took: time.Since(began)})
+		if !opts.Approval.AllowPersonnummer {
 			start := time.Now()
 			if err := guard(ctx, conn, table, f.Name, p.Columns); err != nil {
 				return ManifestFile{}, err
 			}
 			progress(Progress{Stage: "guard", File: f.Name, Rows: f.Rows, Done: true, Took: time.Since(start)})
-		} else {
-			guardCSV = true // on the stream, as DuckDB writes it
 		}
+		ordered, args = fmt.Sprintf("(SELECT * FROM %s %s)", linkage.Ident(table), order), nil
 	}
 	progress(Progress{Stage: "file", File: f.Name, Rows: f.Rows})
 	start := time.Now()
@@ -304,19 +317,11 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 		abortFile(w, err)
 		return ManifestFile{}, err
 	}
-	// By LopNr, ties broken by a hash of the whole row: rows never follow
-	// the source's order, and a delivery made again from the same data is
-	// the same bytes. (ORDER BY ALL does the same but sorts on every column
-	// and took a quarter more memory on a 5 GB delivery.)
-	var cols []string
-	for _, c := range p.Columns {
-		cols = append(cols, linkage.Ident(c.Name))
-	}
-	ordered := fmt.Sprintf(`(SELECT * FROM %s ORDER BY "LopNr", hash(%s))`, linkage.Ident(table), strings.Join(cols, ", "))
 	if format == "parquet" {
 		err = copyParquet(ctx, res, ordered, src.Name, s)
 	} else {
-		err = copyCSV(ctx, res, ordered, f.Name, out, guardCSV, s)
+		// The leak guard runs on the stream, as DuckDB writes it.
+		f.Rows, err = copyCSV(ctx, res, ordered, args, f.Name, out, !opts.Approval.AllowPersonnummer, s)
 	}
 	if err == nil {
 		f.Sums, err = s.Close()
@@ -328,7 +333,6 @@ func writeOutput(ctx context.Context, res *linkage.Result, staging Staging, src 
 	if err := w.Close(); err != nil {
 		return ManifestFile{}, fmt.Errorf("%s: %w", f.Name, err)
 	}
-	conn.ExecContext(ctx, "DROP TABLE "+linkage.Ident(table))
 	progress(Progress{Stage: "file", File: f.Name, Rows: f.Rows, Bytes: f.Size, Done: true, Took: time.Since(start)})
 	return f, nil
 }
@@ -350,14 +354,16 @@ func copyParquet(ctx context.Context, res *linkage.Result, query, name string, d
 	return err
 }
 
-// copyCSV has DuckDB write the output as CSV into a named pipe in the work
-// directory while Go reads it, converts line endings and encoding, and
-// streams it into dst: nothing is held in memory or written to disk.
-func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out linkage.OutputSpec, guarded bool, dst io.Writer) error {
+// copyCSV has DuckDB write the output of query (with its parameters) as
+// CSV into a named pipe in the work directory while Go reads it, counts its
+// records, converts line endings and encoding, and streams it into dst:
+// nothing is held in memory or written to disk. It returns the number of
+// rows, the header not counted.
+func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any, name string, out linkage.OutputSpec, guarded bool, dst io.Writer) (int64, error) {
 	fifo := filepath.Join(res.OutDir(), name+".pipe")
 	os.Remove(fifo)
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		return fmt.Errorf("named pipe: %w", err)
+		return 0, fmt.Errorf("named pipe: %w", err)
 	}
 	defer os.Remove(fifo)
 	delim := out.Delimiter
@@ -365,6 +371,7 @@ func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out l
 		delim = ";"
 	}
 	readErr := make(chan error, 1)
+	var records recordCounter
 	go func() {
 		f, err := os.Open(fifo) // blocks until DuckDB opens it for writing
 		if err != nil {
@@ -384,7 +391,8 @@ func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out l
 		if guarded {
 			w = newCSVGuard(w, name, delim[0], personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
 		}
-		_, err = io.Copy(w, bufio.NewReaderSize(f, 256<<10))
+		records.next = w
+		_, err = io.Copy(&records, bufio.NewReaderSize(f, 256<<10))
 		if err == nil && enc != nil {
 			err = enc.flush()
 		}
@@ -394,7 +402,7 @@ func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out l
 		readErr <- err
 	}()
 	_, err := res.Conn().ExecContext(ctx, fmt.Sprintf("COPY %s TO %s (FORMAT csv, HEADER true, DELIMITER %s, QUOTE '\"')",
-		query, linkage.SQLString(fifo), linkage.SQLString(delim)))
+		query, linkage.SQLString(fifo), linkage.SQLString(delim)), args...)
 	if err != nil {
 		// DuckDB may have failed before opening the pipe: open it for
 		// writing so that the reader wakes up and sees its end.
@@ -402,9 +410,38 @@ func copyCSV(ctx context.Context, res *linkage.Result, query, name string, out l
 			wf.Close()
 		}
 		<-readErr
-		return errors.New(linkage.Sanitize(err))
+		return 0, errors.New(linkage.Sanitize(err))
 	}
-	return <-readErr
+	if err := <-readErr; err != nil {
+		return 0, err
+	}
+	if records.n == 0 {
+		return 0, errors.New("the CSV has no header line")
+	}
+	return records.n - 1, nil
+}
+
+// recordCounter counts the records of DuckDB's CSV on its way to next:
+// the line ends outside quotes (a quote inside a value is doubled, which
+// toggles twice).
+type recordCounter struct {
+	next    io.Writer
+	n       int64
+	inQuote bool
+}
+
+func (c *recordCounter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		switch b {
+		case '"':
+			c.inQuote = !c.inQuote
+		case '\n':
+			if !c.inQuote {
+				c.n++
+			}
+		}
+	}
+	return c.next.Write(p)
 }
 
 // crlfWriter turns every \n into \r\n (values never hold line breaks:
