@@ -3,8 +3,8 @@
 // tool, on a named scenario that internal/synth generates.
 //
 //	go run ./bench -scenario small              # seconds; the smoke test runs it
-//	deploy/dev/run go run ./bench -scenario standard -growth 0.1,1,3
-//	deploy/dev/run go run ./bench -scenario large
+//	deploy/dev/run go run ./bench -scenario standard -growth 0.1,1,3 -runs 3
+//	deploy/dev/run go run ./bench -scenario large -runs 2
 //
 // Under deploy/dev/run (or with the LOPNR_S3_* and LOPNR_VAULT_* variables
 // set) lopnr delivers to the S3 gateway and keeps its run numbers in
@@ -18,6 +18,9 @@
 //   - lopnr's job end to end, as `lopnr run --s3-endpoint` does it: ingest,
 //     identity resolution, cohort, report, run numbers in the key store,
 //     extract, leak guard, zstd, age, S3 multipart upload, signed manifest;
+//     once with the generated job spec (seven event sources, three of them
+//     delivered) and once with a spec of only the sources the baseline
+//     reads, on which the goal (1.5 times the baseline) is judged;
 //   - each stage against its raw tool: normalisation (linkage.Link) against
 //     a bare read_csv of the same files; lopnr's sealer (SHA-256, zstd, age)
 //     against zstd alone and age alone, on the delivery's plaintext;
@@ -25,7 +28,10 @@
 //
 // Every step runs in a child process (the bench binary again, with
 // -step), so that its peak memory — the child's maximum resident set size
-// — is its own; the time is the step's work, measured in the child. The
+// — is its own; the time is the step's work, measured in the child. With
+// -runs N each step runs N times and the fastest is kept (with the highest
+// peak of the N): two runs in a row on a shared machine can differ by a
+// third. The
 // delivery is fetched back from S3, decrypted with the researcher's key and
 // checked: its rows must equal what the job reported, and it must hold no
 // valid identity number.
