@@ -383,7 +383,8 @@ func (u identityUDF) pack(raw string) uint64 {
 		v |= 2 << packSexShift
 	}
 	if b, ok := cur.BirthDate(); ok && !b.Before(birthEpoch) {
-		if days := uint64(b.Sub(birthEpoch).Hours()/24) + 1; days <= packBirthMask {
+		// In seconds: a time.Duration from 1800 overflows after 2092.
+		if days := uint64((b.Unix()-birthEpoch.Unix())/86400) + 1; days <= packBirthMask {
 			v |= days << packBirthShift
 		}
 	}

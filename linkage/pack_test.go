@@ -19,6 +19,9 @@ import (
 // package says of each value: current number, reason, the number the
 // history changed, sex and birth date.
 func TestPackUnpack(t *testing.T) {
+	if n := len(personnummer.Reasons()); n > packReasonMask {
+		t.Fatalf("%d reasons do not fit in pack's %d bits", n, 4)
+	}
 	var raws []string
 	for _, file := range []string{"testpersonnummer.txt", "testsamordningsnummer.txt"} {
 		f, err := os.Open("../testdata/skatteverket/" + file)
