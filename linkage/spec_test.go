@@ -2,6 +2,7 @@ package linkage
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,7 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{"history of wrong kind", base + "identity: {history: lmed}\n", `identity.history: source "lmed" is of kind events, want a source of kind history`},
 		{"bad output", base + "outputs: {format: xlsx}\n", `outputs.format: "xlsx"`},
 		{"bad recipient", base + "recipients: [age1abc, \"ssh-ed25519 AAAA\"]\n", `recipients[1]: want an age public key`},
+		{"too many sources", strings.Replace(base, "sources:\n", "sources:\n"+manySources(MaxSources-1), 1), `sources: 65 sources: at most 64 in one job`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseSpec([]byte(tc.spec), "job.yaml")
@@ -63,4 +65,13 @@ func TestBuiltinProfilesResolve(t *testing.T) {
 	if got := r.codes[1].Columns; len(got) != 30 || got[0] != "DIA1" || got[29] != "DIA30" {
 		t.Errorf("DIA1..DIA30 expanded to %v", got)
 	}
+}
+
+// manySources is n more lmed sources for a job spec, named m0, m1, ...
+func manySources(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: m%d, profile: lmed, path: m%d.csv}\n", i, i)
+	}
+	return b.String()
 }
