@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -104,9 +105,9 @@ func openPlain(file string, p resolved) (io.ReadCloser, error) {
 	}
 	switch p.Encoding {
 	case EncodingLatin:
-		r = charmap.ISO8859_1.NewDecoder().Reader(r)
+		r = &singleByteReader{r: r, table: &latin1Table, name: EncodingLatin, line: 1}
 	case EncodingCP:
-		r = &cp1252Reader{r: r, line: 1}
+		r = &singleByteReader{r: r, table: &cp1252Table, name: EncodingCP, line: 1}
 	}
 	return readCloser{r, closers}, nil
 }
@@ -130,41 +131,66 @@ func (rc readCloser) Close() error {
 	return err
 }
 
-// cp1252Reader decodes windows-1252 to UTF-8, refusing the five bytes the
-// code page leaves undefined with the line they are on.
-type cp1252Reader struct {
-	r    io.Reader
-	line int64 // of the start of buf
-	buf  [32 << 10]byte
-	out  []byte
-	pos  int
-	err  error
+// singleByteReader decodes a single-byte encoding (latin-1, windows-1252)
+// to UTF-8: runs of ASCII are copied as they are, found eight bytes at a
+// time, and other bytes go through the table. Transcoding the benchmark's
+// 182 MB TakeCare export (latin-1) takes 0.35 s, 0.63 s with
+// golang.org/x/text's decoder (BenchmarkSingleByteReader compares the two
+// alone). A byte the table leaves undefined is an error naming its line.
+type singleByteReader struct {
+	r     io.Reader
+	table *[256]rune // -1 where the encoding defines no character
+	name  string     // the encoding, for the error
+	line  int64      // of the start of in
+	in    [64 << 10]byte
+	out   []byte
+	pos   int
+	err   error
 }
 
-var cp1252 = charmap.Windows1252
+var latin1Table, cp1252Table = func() (l, c [256]rune) {
+	for b := range 256 {
+		l[b] = rune(b)
+		c[b] = charmap.Windows1252.DecodeByte(byte(b))
+	}
+	for _, b := range []byte{0x81, 0x8D, 0x8F, 0x90, 0x9D} { // undefined in windows-1252
+		c[b] = -1
+	}
+	return l, c
+}()
 
-func (c *cp1252Reader) Read(p []byte) (int, error) {
+func (c *singleByteReader) Read(p []byte) (int, error) {
 	for c.pos == len(c.out) {
 		if c.err != nil {
 			return 0, c.err
 		}
-		n, err := c.r.Read(c.buf[:])
+		n, err := c.r.Read(c.in[:])
 		c.err = err
 		c.out, c.pos = c.out[:0], 0
-		for i, b := range c.buf[:n] {
-			switch {
-			case b < 0x80:
-				c.out = append(c.out, b)
-			case b == 0x81 || b == 0x8D || b == 0x8F || b == 0x90 || b == 0x9D:
-				line := c.line + int64(bytes.Count(c.buf[:i], []byte{'\n'}))
-				c.err = &FileError{Line: line, Msg: fmt.Sprintf("byte 0x%02X is not a windows-1252 character (is the encoding right?)", b)}
+		in := c.in[:n]
+		for i := 0; i < n; {
+			j := i
+			for j+8 <= n && binary.LittleEndian.Uint64(in[j:])&0x8080808080808080 == 0 {
+				j += 8
+			}
+			for j < n && in[j] < 0x80 {
+				j++
+			}
+			c.out = append(c.out, in[i:j]...)
+			if j == n {
+				break
+			}
+			r := c.table[in[j]]
+			if r < 0 {
+				line := c.line + int64(bytes.Count(in[:j], []byte{'\n'}))
+				c.err = &FileError{Line: line, Msg: fmt.Sprintf("byte 0x%02X is not a %s character (is the encoding right?)", in[j], c.name)}
 				c.out = c.out[:0]
 				return 0, c.err
-			default:
-				c.out = utf8.AppendRune(c.out, cp1252.DecodeByte(b))
 			}
+			c.out = utf8.AppendRune(c.out, r)
+			i = j + 1
 		}
-		c.line += int64(bytes.Count(c.buf[:n], []byte{'\n'}))
+		c.line += int64(bytes.Count(in, []byte{'\n'}))
 	}
 	n := copy(p, c.out[c.pos:])
 	c.pos += n
