@@ -29,9 +29,11 @@
 // Every step runs in a child process (the bench binary again, with
 // -step), so that its peak memory — the child's maximum resident set size
 // — is its own; the time is the step's work, measured in the child. With
-// -runs N each step runs N times and the fastest is kept (with the highest
-// peak of the N): two runs in a row on a shared machine can differ by a
-// third. The
+// -runs N the steps compared with each other run N times in rounds (the
+// baseline, lopnr's jobs; then each stage with its raw tools), and each
+// keeps its fastest run, with the highest peak of the N: two runs in a row
+// on a shared machine can differ by a third, and a slow spell should fall
+// on both sides. The
 // delivery is fetched back from S3, decrypted with the researcher's key and
 // checked: its rows must equal what the job reported, and it must hold no
 // valid identity number.
@@ -268,45 +270,62 @@ func runSize(ctx context.Context, cfg config, dir string, scale float64) (*sizeR
 	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	// step runs a measured step cfg.runs times and keeps the fastest run,
-	// with the highest peak memory of all runs: on a shared machine the
-	// fastest run is the one least disturbed, and memory is not noisy.
-	step := func(name string, mod func(*stepArgs)) (stepResult, error) {
-		var best stepResult
-		var peak int64
+	// measure runs steps that are compared with each other cfg.runs times,
+	// in rounds (each step once a round, so that a slow spell of a shared
+	// machine falls on all of them alike), and keeps each step's fastest
+	// run, with the highest peak memory of its runs: the fastest run is
+	// the least disturbed, and memory is not noisy.
+	type measured struct {
+		name string
+		mod  func(*stepArgs)
+		out  *stepResult
+	}
+	measure := func(steps ...measured) error {
+		peaks := make([]int64, len(steps))
 		for run := range max(1, cfg.runs) {
-			a := base
-			a.unique += fmt.Sprintf("-run%d", run)
-			if mod != nil {
-				mod(&a)
-			}
-			r, err := child(ctx, name, a)
-			if err != nil {
-				return r, fmt.Errorf("step %s: %w", name, err)
-			}
-			logf("  %-15s %8.2f s  peak %5.0f MB  %s", name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
-			peak = max(peak, r.MaxRSS)
-			if run == 0 || r.Took < best.Took {
-				best = r
+			for i, st := range steps {
+				a := base
+				a.unique += fmt.Sprintf("-run%d", run)
+				if st.mod != nil {
+					st.mod(&a)
+				}
+				r, err := child(ctx, st.name, a)
+				if err != nil {
+					return fmt.Errorf("step %s: %w", st.name, err)
+				}
+				logf("  %-15s %8.2f s  peak %5.0f MB  %s", st.name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
+				peaks[i] = max(peaks[i], r.MaxRSS)
+				if run == 0 || r.Took < st.out.Took {
+					*st.out = r
+				}
 			}
 		}
-		best.MaxRSS = peak
-		return best, nil
+		for i, st := range steps {
+			st.out.MaxRSS = peaks[i]
+		}
+		return nil
+	}
+	// once runs a step that is not measured against another, once.
+	once := func(name string, mod func(*stepArgs)) (stepResult, error) {
+		a := base
+		mod(&a)
+		r, err := child(ctx, name, a)
+		if err != nil {
+			return r, fmt.Errorf("step %s: %w", name, err)
+		}
+		logf("  %-15s %8.2f s  peak %5.0f MB  %s", name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
+		return r, nil
 	}
 
 	// The whole job, both ways.
-	if sr.baseline, err = step("baseline", nil); err != nil {
-		return nil, err
-	}
-	if sr.lopnr, err = step("lopnr", func(a *stepArgs) { a.recipient = id.Recipient().String() }); err != nil {
-		return nil, err
-	}
-	if sr.lopnrDelivered, err = step("lopnr-delivered", func(a *stepArgs) { a.recipient = id.Recipient().String() }); err != nil {
+	recipient := func(a *stepArgs) { a.recipient = id.Recipient().String() }
+	if err := measure(measured{"baseline", nil, &sr.baseline}, measured{"lopnr", recipient, &sr.lopnr},
+		measured{"lopnr-delivered", recipient, &sr.lopnrDelivered}); err != nil {
 		return nil, err
 	}
 	// Fetch the delivery back, decrypt and check it; its plaintext and its
 	// encrypted bytes feed the stage steps.
-	fetched, err := step("fetch", func(a *stepArgs) {
+	fetched, err := once("fetch", func(a *stepArgs) {
 		a.identity, a.delivery, a.project, a.unique = idFile, sr.lopnr.Delivery, sr.lopnr.Project, sr.lopnr.Unique
 	})
 	if err != nil {
@@ -319,34 +338,16 @@ func runSize(ctx context.Context, cfg config, dir string, scale float64) (*sizeR
 	base.plain = fetched.Rows
 
 	// Each stage against its raw tool.
-	norm, err := step("link", nil)
-	if err != nil {
+	var norm, readCSV, seal, zst, ag, sink, put stepResult
+	if err := measure(measured{"link", nil, &norm}, measured{"readcsv", nil, &readCSV}); err != nil {
 		return nil, err
 	}
-	readCSV, err := step("readcsv", nil)
-	if err != nil {
-		return nil, err
-	}
-	sr.stages = append(sr.stages, stageRow{stage: "normalisation: ingest and identity resolution (linkage.Link) / bare `read_csv` of the same files", lopnr: norm, raw: []stepResult{readCSV}})
-	seal, err := step("seal", nil)
-	if err != nil {
-		return nil, err
-	}
-	zst, err := step("zstd", nil)
-	if err != nil {
-		return nil, err
-	}
-	ag, err := step("age", nil)
-	if err != nil {
+	sr.stages = append(sr.stages, stageRow{stage: "normalisation: ingest and identity resolution (linkage.Link) / bare `read_csv` of the same files and columns", lopnr: norm, raw: []stepResult{readCSV}})
+	if err := measure(measured{"seal", nil, &seal}, measured{"zstd", nil, &zst}, measured{"age", nil, &ag}); err != nil {
 		return nil, err
 	}
 	sr.stages = append(sr.stages, stageRow{stage: "compression and encryption: lopnr's sealer (SHA-256, zstd, age, SHA-256) / zstd alone, age alone", lopnr: seal, raw: []stepResult{zst, ag}})
-	sink, err := step("sink", nil)
-	if err != nil {
-		return nil, err
-	}
-	put, err := step("put", nil)
-	if err != nil {
+	if err := measure(measured{"sink", nil, &sink}, measured{"put", nil, &put}); err != nil {
 		return nil, err
 	}
 	sr.stages = append(sr.stages, stageRow{stage: "upload: lopnr's S3 sink (staged multipart upload, published by server-side copy) / minio-go PutObject", lopnr: sink, raw: []stepResult{put}})
