@@ -270,6 +270,18 @@ func runSize(ctx context.Context, cfg config, dir string, scale float64) (*sizeR
 	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// once runs a step once.
+	once := func(name string, mod func(*stepArgs)) (stepResult, error) {
+		a := base
+		mod(&a)
+		r, err := child(ctx, name, a)
+		if err != nil {
+			return r, fmt.Errorf("step %s: %w", name, err)
+		}
+		logf("  %-15s %8.2f s  peak %5.0f MB  %s", name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
+		return r, nil
+	}
+
 	// measure runs steps that are compared with each other cfg.runs times,
 	// in rounds (each step once a round, so that a slow spell of a shared
 	// machine falls on all of them alike), and keeps each step's fastest
@@ -284,16 +296,15 @@ func runSize(ctx context.Context, cfg config, dir string, scale float64) (*sizeR
 		peaks := make([]int64, len(steps))
 		for run := range max(1, cfg.runs) {
 			for i, st := range steps {
-				a := base
-				a.unique += fmt.Sprintf("-run%d", run)
-				if st.mod != nil {
-					st.mod(&a)
-				}
-				r, err := child(ctx, st.name, a)
+				r, err := once(st.name, func(a *stepArgs) {
+					a.unique += fmt.Sprintf("-run%d", run)
+					if st.mod != nil {
+						st.mod(a)
+					}
+				})
 				if err != nil {
-					return fmt.Errorf("step %s: %w", st.name, err)
+					return err
 				}
-				logf("  %-15s %8.2f s  peak %5.0f MB  %s", st.name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
 				peaks[i] = max(peaks[i], r.MaxRSS)
 				if run == 0 || r.Took < st.out.Took {
 					*st.out = r
@@ -304,17 +315,6 @@ func runSize(ctx context.Context, cfg config, dir string, scale float64) (*sizeR
 			st.out.MaxRSS = peaks[i]
 		}
 		return nil
-	}
-	// once runs a step that is not measured against another, once.
-	once := func(name string, mod func(*stepArgs)) (stepResult, error) {
-		a := base
-		mod(&a)
-		r, err := child(ctx, name, a)
-		if err != nil {
-			return r, fmt.Errorf("step %s: %w", name, err)
-		}
-		logf("  %-15s %8.2f s  peak %5.0f MB  %s", name, r.Took.Seconds(), mb(r.MaxRSS), r.Note)
-		return r, nil
 	}
 
 	// The whole job, both ways.

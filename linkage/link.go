@@ -362,7 +362,7 @@ var unpackSQL = fmt.Sprintf(`raw,
 var birthEpoch = time.Date(1800, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // pack is the answer for raw, its fields in the bits the pack constants
-// name. A canonical number, 12 digits, is below 2^40.
+// name.
 func (u identityUDF) pack(raw string) uint64 {
 	n := u.parser.Parse(raw)
 	cur, reason := u.history.Resolve(n)
@@ -372,10 +372,7 @@ func (u identityUDF) pack(raw string) uint64 {
 	if reason != personnummer.OK {
 		return uint64(reason) << packReasonShift
 	}
-	var v uint64
-	for _, d := range cur.Key() {
-		v = v*10 + uint64(d-'0')
-	}
+	v := canonicalKey(cur)
 	switch cur.Sex() {
 	case personnummer.Male:
 		v |= 1 << packSexShift

@@ -104,6 +104,15 @@ func CanonicalKey(n personnummer.Number) (int64, error) {
 	if !n.Linkable() {
 		return 0, fmt.Errorf("canonical key of a number that does not link (%s)", n)
 	}
-	var buf [12]byte
-	return strconv.ParseInt(string(n.AppendCanonical(buf[:0])), 10, 64)
+	return int64(canonicalKey(n)), nil
+}
+
+// canonicalKey is the canonical digits of a linkable number (12 digits,
+// no letter) as a number, below 2^40.
+func canonicalKey(n personnummer.Number) uint64 {
+	var v uint64
+	for _, d := range n.Key() {
+		v = v*10 + uint64(d-'0')
+	}
+	return v
 }

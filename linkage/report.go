@@ -117,24 +117,14 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 	// Persons in each source: each current number once, with the bit mask
 	// of the sources it is in (MaxSources keeps it within 64 bits).
 	err = r.eachRow(ctx, `SELECT `+strings.Join(persons, ", ")+` FROM (
-		SELECT bit_or(`+strings.Join(bits, " | ")+`) AS mask FROM ids WHERE canonical IS NOT NULL GROUP BY canonical)`, func(rows *sql.Rows) error {
-		dest := make([]any, len(sources))
-		for i := range sources {
-			dest[i] = &rep.Sources[i].Persons
-		}
-		return rows.Scan(dest...)
-	})
+		SELECT bit_or(`+strings.Join(bits, " | ")+`) AS mask FROM ids WHERE canonical IS NOT NULL GROUP BY canonical)`,
+		rep.scanPerSource(func(s *SourceReport) *int64 { return &s.Persons }))
 	if err != nil {
 		return nil, err
 	}
 	// The numbers the history changed, in each source: few values.
-	err = r.eachRow(ctx, `SELECT `+strings.Join(changed, ", ")+` FROM ids WHERE changed_from IS NOT NULL`, func(rows *sql.Rows) error {
-		dest := make([]any, len(sources))
-		for i := range sources {
-			dest[i] = &rep.Sources[i].ChangedNumbersResolved
-		}
-		return rows.Scan(dest...)
-	})
+	err = r.eachRow(ctx, `SELECT `+strings.Join(changed, ", ")+` FROM ids WHERE changed_from IS NOT NULL`,
+		rep.scanPerSource(func(s *SourceReport) *int64 { return &s.ChangedNumbersResolved }))
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +174,18 @@ func (r *run) report(ctx context.Context) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// scanPerSource scans a row of one count per source, in the order of
+// rep.Sources, into the field of each source's report.
+func (rep *Report) scanPerSource(field func(*SourceReport) *int64) func(*sql.Rows) error {
+	return func(rows *sql.Rows) error {
+		dest := make([]any, len(rep.Sources))
+		for i := range rep.Sources {
+			dest[i] = field(&rep.Sources[i])
+		}
+		return rows.Scan(dest...)
+	}
 }
 
 // eachRow runs a query and calls fn for each row.
