@@ -1,7 +1,6 @@
 package linkage
 
 import (
-	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -11,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/lopnr/lopnr/internal/yamlfield"
 )
 
 // A Profile says how to read one kind of source file: its format, its
@@ -92,15 +91,31 @@ func Builtin() map[string]Profile {
 		if err != nil {
 			panic(err)
 		}
-		var p Profile
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		dec.KnownFields(true)
-		if err := dec.Decode(&p); err != nil {
-			panic(fmt.Sprintf("built-in profile %s: %v", e.Name(), err))
+		p, err := ParseProfile(b, e.Name())
+		if err != nil {
+			panic(fmt.Sprintf("built-in profile: %v", err))
 		}
 		out[p.Name] = p
 	}
 	return out
+}
+
+// ParseProfile parses and checks one profile in YAML, as the files in
+// linkage/profiles hold them; name is the file, for errors. Its error is a
+// [*SpecError] whose errors each name a field path (or, for a file that is
+// not YAML, a line).
+func ParseProfile(b []byte, name string) (Profile, error) {
+	var p Profile
+	if errs := yamlfield.Decode(b, &p); len(errs) > 0 {
+		return Profile{}, &SpecError{File: name, Errors: errs}
+	}
+	if p.Name == "" {
+		return Profile{}, &SpecError{File: name, Errors: []error{&FieldError{Path: "name", Msg: "missing"}}}
+	}
+	if _, err := p.resolve(""); err != nil {
+		return Profile{}, &SpecError{File: name, Errors: []error{err}}
+	}
+	return p, nil
 }
 
 var columnRange = regexp.MustCompile(`^(.*?)(\d+)\.\.(.*?)(\d+)$`)
@@ -141,7 +156,10 @@ type resolved struct {
 func (p *Profile) resolve(path string) (resolved, error) {
 	r := resolved{Profile: *p, header: p.Header == nil || *p.Header}
 	bad := func(field, format string, args ...any) (resolved, error) {
-		return resolved{}, &FieldError{Path: path + "." + field, Msg: fmt.Sprintf(format, args...)}
+		if path != "" {
+			field = path + "." + field
+		}
+		return resolved{}, &FieldError{Path: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch r.Kind {
 	case KindEvents, KindList, KindHistory:

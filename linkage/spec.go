@@ -1,7 +1,6 @@
 package linkage
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/lopnr/lopnr/internal/yamlfield"
 )
 
 // JobSpec is a job: which project, which sources through which profiles,
@@ -114,13 +113,10 @@ type OutputSpec struct {
 	LineEnding string `yaml:"line_ending"` // csv: lf (default) or crlf
 }
 
-// FieldError is an invalid value in a job spec or profile.
-type FieldError struct {
-	Path string // sources[2].profile
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+// FieldError is an invalid value in a job spec or profile: its Path
+// (sources[2].profile), the Line of the file when known, and what is
+// wrong.
+type FieldError = yamlfield.Error
 
 // ErrInvalidSpec is wrapped by every job-spec error.
 var ErrInvalidSpec = errors.New("invalid job spec")
@@ -143,8 +139,6 @@ func (e *SpecError) Error() string {
 
 func (e *SpecError) Unwrap() []error { return append([]error{ErrInvalidSpec}, e.Errors...) }
 
-var yamlUnknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
 // LoadSpec reads and validates a job spec file.
 func LoadSpec(path string) (*JobSpec, error) {
 	b, err := os.ReadFile(path)
@@ -155,15 +149,13 @@ func LoadSpec(path string) (*JobSpec, error) {
 }
 
 // ParseSpec parses and validates a job spec; name is the file for errors
-// and its directory the base of relative source paths.
+// and its directory the base of relative source paths. Its error is a
+// [*SpecError] whose errors each name a field path (or, for a file that is
+// not YAML, a line).
 func ParseSpec(b []byte, name string) (*JobSpec, error) {
 	var s JobSpec
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&s); err != nil {
-		msg := yamlUnknownField.ReplaceAllString(err.Error(), "unknown field $1")
-		msg = strings.TrimPrefix(msg, "yaml: ")
-		return nil, &SpecError{File: name, Errors: []error{errors.New(msg)}}
+	if errs := yamlfield.Decode(b, &s); len(errs) > 0 {
+		return nil, &SpecError{File: name, Errors: errs}
 	}
 	s.dir = filepath.Dir(name)
 	if errs := s.validate(); len(errs) > 0 {
@@ -351,8 +343,8 @@ func (s *JobSpec) validate() []error {
 	default:
 		bad("outputs.format", "%q: want csv or parquet", o.Format)
 	}
-	if o.Delimiter != "" && len(o.Delimiter) != 1 {
-		bad("outputs.delimiter", "%q: want one character", o.Delimiter)
+	if o.Delimiter != "" && !outputDelimiter(o.Delimiter) {
+		bad("outputs.delimiter", "%q: want one character: a tab, a space or a punctuation mark other than a quote", o.Delimiter)
 	}
 	switch o.Encoding {
 	case "", EncodingUTF8, EncodingCP:
@@ -407,6 +399,35 @@ func (s *JobSpec) File(i int) string {
 		return p
 	}
 	return filepath.Join(s.dir, p)
+}
+
+// outputDelimiter reports whether d may separate a delivery's CSV values:
+// one tab, space or ASCII punctuation mark, never a quote, a line break or
+// another control character (each would change how the file splits into
+// records, for the leak guard and for the researcher's tools alike), nor a
+// letter or digit (which values hold).
+func outputDelimiter(d string) bool {
+	if len(d) != 1 {
+		return false
+	}
+	c := d[0]
+	switch {
+	case c == '\t' || c == ' ':
+		return true
+	case c == '"' || c < 0x20 || c >= 0x7f:
+		return false
+	case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		return false
+	}
+	return true
+}
+
+// Delim returns the CSV output's delimiter (valid after validation).
+func (o OutputSpec) Delim() byte {
+	if o.Delimiter == "" {
+		return ';'
+	}
+	return o.Delimiter[0]
 }
 
 // normCode is a code as compared: upper case, no dots or spaces.

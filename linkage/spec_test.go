@@ -13,7 +13,11 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		name, spec, want string
 	}{
 		{"unknown profile", strings.Replace(base, "profile: lmed", "profile: lmedd", 1), `sources[1].profile: unknown profile "lmedd", want one of cohort-list, dors, lmed,`},
-		{"unknown field", base + "sourcez: []\n", `unknown field sourcez`},
+		{"unknown field", base + "sourcez: []\n", `sourcez: line 7: unknown field "sourcez"`},
+		{"wrong type", strings.Replace(base, "path: lmed.csv}", "path: lmed.csv, header: maybe}", 1), `sources[1].header: line 5: want true or false, not text`},
+		{"not YAML", base + "outputs: {format: csv\n", `: did not find expected ',' or '}'`},
+		{"not text", base + "# \xff\n", `line 7: not UTF-8 text`},
+		{"bad output delimiter", base + "outputs: {delimiter: \"\\n\"}\n", `outputs.delimiter: "\n": want one character`},
 		{"bad project", strings.Replace(base, "project: p1", "project: P/1", 1), `project: "P/1": want`},
 		{"duplicate source", strings.Replace(base, "name: lmed", "name: par", 1), `sources[1].name: "par" is used by another source`},
 		{"no path", strings.Replace(base, ", path: lmed.csv", "", 1), `sources[1].path: missing`},
@@ -35,7 +39,7 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseSpec([]byte(tc.spec), "job.yaml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v\nwant %q", err, tc.want)
+				t.Fatalf("err = %v\nwant %q\nspec %q", err, tc.want, tc.spec)
 			}
 			if !errors.Is(err, ErrInvalidSpec) || !strings.HasPrefix(err.Error(), "job.yaml: invalid job spec") {
 				t.Errorf("err does not wrap ErrInvalidSpec or name the file: %v", err)
