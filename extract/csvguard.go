@@ -23,6 +23,12 @@ type csvGuard struct {
 	line    int64
 	val     []byte
 	digits  int
+	open    bool // a record has begun since the last line end
+
+	// seen, when set (by tests), is called with every value the guard
+	// splits off: its record (0 is the header), its field, and what is
+	// kept of it (the last maxValue bytes or fewer).
+	seen func(record int64, field int, v []byte)
 }
 
 type writer interface{ Write([]byte) (int, error) }
@@ -76,7 +82,20 @@ func (g *csvGuard) Write(b []byte) (int, error) {
 			g.add(c)
 		}
 	}
+	if len(b) > 0 {
+		g.open = g.inQuote || b[len(b)-1] != '\n'
+	}
 	return g.next.Write(b)
+}
+
+// end checks the last record when the stream does not end with a line
+// end (DuckDB's always does).
+func (g *csvGuard) end() error {
+	if !g.open {
+		return nil
+	}
+	g.open = false
+	return g.endValue()
 }
 
 func (g *csvGuard) add(c byte) {
@@ -98,6 +117,9 @@ func (g *csvGuard) add(c byte) {
 
 func (g *csvGuard) endValue() error {
 	defer func() { g.val, g.digits = g.val[:0], 0 }()
+	if g.seen != nil {
+		g.seen(g.line, g.field, g.val)
+	}
 	if g.line == 0 {
 		g.header = append(g.header, string(g.val))
 		return nil

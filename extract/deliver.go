@@ -366,10 +366,7 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 		return 0, fmt.Errorf("named pipe: %w", err)
 	}
 	defer os.Remove(fifo)
-	delim := out.Delimiter
-	if delim == "" {
-		delim = ";"
-	}
+	delim := out.Delim()
 	readErr := make(chan error, 1)
 	var records recordCounter
 	go func() {
@@ -389,10 +386,13 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 			w = &crlfWriter{w: w}
 		}
 		if guarded {
-			w = newCSVGuard(w, name, delim[0], personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
+			w = newCSVGuard(w, name, delim, personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
 		}
 		records.next = w
 		_, err = io.Copy(&records, bufio.NewReaderSize(f, 256<<10))
+		if g, ok := w.(*csvGuard); ok && err == nil {
+			err = g.end()
+		}
 		if err == nil && enc != nil {
 			err = enc.flush()
 		}
@@ -402,7 +402,7 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 		readErr <- err
 	}()
 	_, err := res.Conn().ExecContext(ctx, fmt.Sprintf("COPY %s TO %s (FORMAT csv, HEADER true, DELIMITER %s, QUOTE '\"')",
-		query, linkage.SQLString(fifo), linkage.SQLString(delim)), args...)
+		query, linkage.SQLString(fifo), linkage.SQLString(string(delim))), args...)
 	if err != nil {
 		// DuckDB may have failed before opening the pipe: open it for
 		// writing so that the reader wakes up and sees its end.
@@ -415,10 +415,11 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 	if err := <-readErr; err != nil {
 		return 0, err
 	}
-	if records.n == 0 {
+	n := records.records()
+	if n == 0 {
 		return 0, errors.New("the CSV has no header line")
 	}
-	return records.n - 1, nil
+	return n - 1, nil
 }
 
 // recordCounter counts the records of DuckDB's CSV on its way to next:
@@ -426,8 +427,18 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 // toggles twice).
 type recordCounter struct {
 	next    io.Writer
-	n       int64
+	n       int64 // line ends outside quotes
 	inQuote bool
+	open    bool // bytes since the last line end
+}
+
+// records returns the number of records, a last one without a line end
+// included.
+func (c *recordCounter) records() int64 {
+	if c.open {
+		return c.n + 1
+	}
+	return c.n
 }
 
 func (c *recordCounter) Write(p []byte) (int, error) {
@@ -440,6 +451,9 @@ func (c *recordCounter) Write(p []byte) (int, error) {
 				c.n++
 			}
 		}
+	}
+	if len(p) > 0 {
+		c.open = c.inQuote || p[len(p)-1] != '\n'
 	}
 	return c.next.Write(p)
 }

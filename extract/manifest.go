@@ -1,7 +1,6 @@
 package extract
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -113,11 +112,11 @@ func VerifyManifest(manifest, sig []byte, publicKey string) (*Manifest, error) {
 	if !ok {
 		return nil, errors.New("public key: want ed25519:<base64>")
 	}
-	pub, err := base64.StdEncoding.DecodeString(raw)
+	pub, err := strictBase64(raw)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return nil, errors.New("public key: not an Ed25519 public key")
 	}
-	s, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(sig)))
+	s, err := strictBase64(strings.TrimSuffix(strings.TrimSuffix(string(sig), "\n"), "\r"))
 	if err != nil || !ed25519.Verify(ed25519.PublicKey(pub), manifest, s) {
 		return nil, ErrBadSignature
 	}
@@ -126,4 +125,14 @@ func VerifyManifest(manifest, sig []byte, publicKey string) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return &m, nil
+}
+
+// strictBase64 decodes the one encoding of a value in standard base64:
+// no line breaks inside, no stray bits in the last character, so that no
+// other text decodes to the same signature or key.
+func strictBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("base64 with a line break")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }

@@ -17,7 +17,6 @@ import (
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/storeflags"
@@ -210,13 +209,7 @@ func loadApproval(path string) (extract.Approval, error) {
 	if err != nil {
 		return extract.Approval{}, err
 	}
-	var a extract.Approval
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&a); err != nil {
-		return extract.Approval{}, fmt.Errorf("%s: %v", path, err)
-	}
-	return a, nil
+	return extract.ParseApproval(b, path)
 }
 
 func runDecrypt(ctx context.Context, args []string, sio stdio) error {
