@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"context"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -14,14 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"filippo.io/age"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lopnr/lopnr/extract"
-	"github.com/lopnr/lopnr/internal/atomicfile"
 	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/partner"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
@@ -259,13 +256,9 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	if err != nil {
 		return err
 	}
-	delim := ';'
-	if d := h.GetDelimiter(); d != "" {
-		r, size := utf8.DecodeRuneInString(d)
-		if size != len(d) || r == '"' || r == '\n' || r == '\r' {
-			return &fieldError{"header.delimiter", "one character other than a quote or a line break"}
-		}
-		delim = r
+	delim, err := partner.ParseDelimiter(h.GetDelimiter())
+	if err != nil {
+		return importError(err)
 	}
 	switch {
 	case !sourceName.MatchString(h.GetSource()):
@@ -326,11 +319,11 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	if err != nil {
 		return &fieldError{"data", "a file encrypted with age to the service's recipient (GetPartnerKeys)"}
 	}
-	res, err := convertImport(plain, dir, h.GetIdentityColumn(), delim, resolve)
+	res, err := partner.ConvertImport(plain, dir, h.GetIdentityColumn(), delim, resolve)
 	if err != nil {
-		return err
+		return importError(err)
 	}
-	ci.reason = fmt.Sprintf("%d rows: %d of %d persons of the project, %d rows unmatched", res.rows, res.matched, res.persons, res.rows-res.matched)
+	ci.reason = fmt.Sprintf("%d rows: %d of %d persons of the project, %d rows unmatched", res.Rows, res.Matched, res.Persons, res.Rows-res.Matched)
 
 	spec, err := importSpec(rec, h, dir)
 	if err != nil {
@@ -348,8 +341,17 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 		return err
 	}
 	ok, ci.job = true, j.ID
-	return stream.SendAndClose(&lopnrv1.ImportPartnerFileResponse{Job: j.ID, Rows: res.rows, Matched: res.matched,
-		Unmatched: res.rows - res.matched, Persons: res.persons})
+	return stream.SendAndClose(&lopnrv1.ImportPartnerFileResponse{Job: j.ID, Rows: res.Rows, Matched: res.Matched,
+		Unmatched: res.Rows - res.Matched, Persons: res.Persons})
+}
+
+// importError is a partner.ImportError as a request field's error.
+func importError(err error) error {
+	var ie *partner.ImportError
+	if errors.As(err, &ie) {
+		return &fieldError{ie.Field, ie.Want}
+	}
+	return err
 }
 
 // resolver returns the function that finds the canonical personnummer of
@@ -387,83 +389,6 @@ func (s *Server) resolver(ctx context.Context, project string, by lopnrv1.KeyedB
 		byPseudonym[p] = canonicals[i]
 	}
 	return func(key string) string { return byPseudonym[strings.ToLower(strings.TrimSpace(key))] }, nil
-}
-
-type importResult struct{ rows, matched, persons int64 }
-
-// convertImport reads a partner's CSV and writes, into dir, the rows of
-// the project's persons with their canonical number in a PNR column
-// (partner.csv) and the persons found (cohort.csv): the source and the
-// cohort of the supplementary job. Both hold identity numbers, like any
-// source in the trusted zone; they live in the job's work directory and go
-// with it.
-func convertImport(in io.Reader, dir, identityColumn string, delim rune, resolve func(string) string) (importResult, error) {
-	var res importResult
-	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
-	r.Comma, r.ReuseRecord = delim, true
-	header, err := r.Read()
-	if err != nil {
-		return res, &fieldError{"data", "a CSV file with a header row"}
-	}
-	idCol := slices.IndexFunc(header, func(h string) bool { return strings.EqualFold(strings.TrimSpace(h), identityColumn) })
-	if idCol < 0 {
-		return res, &fieldError{"header.identity_column", fmt.Sprintf("a column of the file's header (it has %d columns)", len(header))}
-	}
-	out, err := os.OpenFile(filepath.Join(dir, "partner.csv"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return res, err
-	}
-	defer out.Close()
-	bw := bufio.NewWriterSize(out, 1<<20)
-	w := csv.NewWriter(bw)
-	w.Comma = ';'
-	row := append([]string{"PNR"}, slices.Delete(slices.Clone(header), idCol, idCol+1)...)
-	if slices.ContainsFunc(row[1:], func(c string) bool { return strings.EqualFold(c, "PNR") || c == "" }) {
-		return res, &fieldError{"data", "column names that are not empty and not PNR"}
-	}
-	if err := w.Write(row); err != nil {
-		return res, err
-	}
-	seen := map[string]struct{}{}
-	for {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		var pe *csv.ParseError
-		if errors.As(err, &pe) {
-			return res, &fieldError{"data", fmt.Sprintf("valid CSV (line %d: %v)", pe.Line, pe.Err)}
-		}
-		if err != nil {
-			return res, err
-		}
-		res.rows++
-		canonical := resolve(rec[idCol])
-		if canonical == "" {
-			continue
-		}
-		res.matched++
-		if _, ok := seen[canonical]; !ok {
-			seen[canonical] = struct{}{}
-		}
-		row = append(row[:0], canonical)
-		row = append(row, rec[:idCol]...)
-		row = append(row, rec[idCol+1:]...)
-		if err := w.Write(row); err != nil {
-			return res, err
-		}
-	}
-	w.Flush()
-	if err := errors.Join(w.Error(), bw.Flush(), out.Sync()); err != nil {
-		return res, err
-	}
-	res.persons = int64(len(seen))
-	var cohort strings.Builder
-	cohort.WriteString("PNR\n")
-	for c := range seen {
-		cohort.WriteString(c + "\n")
-	}
-	return res, atomicfile.Write(filepath.Join(dir, "cohort.csv"), []byte(cohort.String()))
 }
 
 // importSpec is the job spec of a supplementary delivery from an import:
