@@ -195,15 +195,24 @@ func Verify(r io.ReadSeeker) (Head, error) {
 	var links []link
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Split(scanEntries)
 	for sc.Scan() {
 		var e Entry
-		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		line := sc.Bytes()
+		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		switch err := dec.Decode(&e); {
+		case !bytes.HasSuffix(line, []byte("\n")):
+			links = append(links, link{bad: "altered or cut: the last entry has no line end"})
 		case err != nil || e.Seq <= 0:
 			links = append(links, link{bad: "altered: not an audit entry"})
 		case e.Hash != e.hash():
 			links = append(links, link{seq: e.Seq, bad: "altered: its content does not match its hash"})
+		case !canonical(e, line):
+			// The same entry written another way (a field name's case, a
+			// repeated field, an escape): the hash still matches, the
+			// bytes do not.
+			links = append(links, link{seq: e.Seq, bad: "altered: not as lopnr writes it"})
 		default:
 			links = append(links, link{seq: e.Seq, prev: e.Prev, hash: e.Hash})
 		}
@@ -237,4 +246,23 @@ func Verify(r io.ReadSeeker) (Head, error) {
 		head = Head{Seq: l.seq, Hash: l.hash}
 	}
 	return head, nil
+}
+
+// scanEntries splits a log into entries, each with its '\n' (the last may
+// lack it); unlike bufio.ScanLines it keeps a '\r', which lopnr never
+// writes.
+func scanEntries(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i+1], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// canonical reports whether line is e as Append writes it.
+func canonical(e Entry, line []byte) bool {
+	b, err := json.Marshal(e)
+	return err == nil && len(line) == len(b)+1 && bytes.Equal(line[:len(b)], b)
 }

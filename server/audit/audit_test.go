@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,115 @@ func TestLogListAndVerifyFromDisk(t *testing.T) {
 	if _, err := l.Verify(); !errors.As(err, &ve) || ve.Seq != 3 {
 		t.Fatalf("Verify after one byte changed = %v, want entry 3 named", err)
 	}
+}
+
+type fuzzKey struct {
+	entries int
+	reason  string
+}
+
+type fuzzValue struct {
+	log   []byte
+	heads []Head // heads[i]: after i entries
+}
+
+// fuzzLogs keeps the logs FuzzVerify wrote: each Append syncs to disk.
+var fuzzLogs = map[fuzzKey]fuzzValue{}
+
+// fuzzLog returns a log of n entries with the reason, and its heads.
+func fuzzLog(t *testing.T, n int, reason string) ([]byte, []Head) {
+	if v, ok := fuzzLogs[fuzzKey{n, reason}]; ok {
+		return v.log, v.heads
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	clock := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	l, err := Open(path, func() time.Time { clock = clock.Add(time.Second); return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := []Head{l.Head()}
+	for i := range n {
+		if _, err := l.Append(Entry{Identity: "CN=uttag", Action: "job.submit", Project: "p1", Job: fmt.Sprint("j", i), Outcome: "ok", Reason: reason}); err != nil {
+			t.Fatal(err)
+		}
+		heads = append(heads, l.Head())
+	}
+	l.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fuzzLogs[fuzzKey{n, reason}] = fuzzValue{b, heads}
+	return b, heads
+}
+
+// FuzzVerify changes a log the way someone with the file might (a byte
+// flipped, bytes cut out or put in, the file cut short, entries swapped,
+// dropped or repeated) and checks that every change is named or refused:
+// Verify and Open fail with the line where the chain breaks, or, for a
+// log cut after a whole entry, Verify gives that entry's head, which
+// differs from the head the server exported before.
+func FuzzVerify(f *testing.F) {
+	f.Add(uint8(3), uint8(0), uint16(10), uint16(0), byte(0x20))
+	f.Add(uint8(4), uint8(3), uint16(200), uint16(0), byte(0))
+	f.Add(uint8(2), uint8(4), uint16(0), uint16(1), byte(0))
+	f.Add(uint8(1), uint8(2), uint16(5), uint16(0), byte('\r'))
+	path := filepath.Join(f.TempDir(), "audit.log")
+	reasons := []string{"", "released by CN=godkann", "a reason with \"quotes\", <html> & \u00e5\u00e4\u00f6"}
+	f.Fuzz(func(t *testing.T, entries, op uint8, at, arg uint16, b byte) {
+		orig, heads := fuzzLog(t, int(entries%6)+1, reasons[int(entries/6)%len(reasons)])
+		ls := bytes.SplitAfter(orig, []byte("\n"))
+		ls = ls[:len(ls)-1] // the empty piece after the last line end
+		pos, n := int(at)%len(orig), int(arg)%24+1
+		var changed []byte
+		switch op % 7 {
+		case 0: // flip bits of one byte
+			if b == 0 {
+				b = 1
+			}
+			changed = bytes.Clone(orig)
+			changed[pos] ^= b
+		case 1: // cut bytes out
+			changed = append(bytes.Clone(orig[:pos]), orig[min(pos+n, len(orig)):]...)
+		case 2: // put a byte in
+			changed = append(append(bytes.Clone(orig[:pos]), b), orig[pos:]...)
+		case 3: // cut the file short
+			changed = bytes.Clone(orig[:pos])
+		case 4: // swap two entries
+			i, j := int(at)%len(ls), int(arg)%len(ls)
+			c := slices.Clone(ls)
+			c[i], c[j] = c[j], c[i]
+			changed = bytes.Join(c, nil)
+		case 5: // drop an entry
+			i := int(at) % len(ls)
+			changed = bytes.Join(slices.Delete(slices.Clone(ls), i, i+1), nil)
+		case 6: // repeat an entry
+			i := int(at) % len(ls)
+			changed = bytes.Join(slices.Insert(slices.Clone(ls), i, ls[i]), nil)
+		}
+		if bytes.Equal(changed, orig) {
+			return
+		}
+		head, err := Verify(bytes.NewReader(changed))
+		if err == nil {
+			// Only a log cut after a whole entry verifies, to that
+			// entry's head.
+			k := slices.IndexFunc(heads, func(h Head) bool { return h == head })
+			if k < 0 || k == len(heads)-1 || !bytes.Equal(changed, bytes.Join(ls[:k], nil)) {
+				t.Fatalf("a changed log verifies, head %+v (op %d):\n%q\nwas\n%q", head, op%7, changed, orig)
+			}
+			return
+		}
+		var ve *VerifyError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrTampered) || ve.Line < 1 || ve.Line > bytes.Count(changed, []byte("\n"))+1 {
+			t.Fatalf("error %v names no line of the log", err)
+		}
+		if err := os.WriteFile(path, changed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := Open(path, nil); err == nil {
+			l.Close()
+			t.Fatal("Open accepts a log Verify refuses")
+		}
+	})
 }
