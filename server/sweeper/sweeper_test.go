@@ -84,11 +84,14 @@ func TestFailedSweepIsAuditedAndRunStops(t *testing.T) {
 		Run(ctx, failing{}, log, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		close(done)
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Two failed sweeps audited: Run goes on after a failure. (A minute
+	// bounds a hung test; the interval is 10 ms.)
+	for deadline := time.Now().Add(time.Minute); log.Head().Seq < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("Run did not stop")
 	}
 	if h := log.Head(); h.Seq < 2 {

@@ -20,7 +20,7 @@ func TestStopEndsTheWholeProcessGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var child int
-	for deadline := time.Now().Add(5 * time.Second); child == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); child == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if b, err := os.ReadFile(filepath.Join(dir, "child.pid")); err == nil && len(b) > 1 {
 			child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
@@ -29,7 +29,7 @@ func TestStopEndsTheWholeProcessGroup(t *testing.T) {
 		t.Fatal("child did not start")
 	}
 	s.stop()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if syscall.Kill(child, 0) != nil {
 			return
 		}
