@@ -60,7 +60,7 @@ func specAcceptsDelimiter(t *testing.T, d string) bool {
 	}
 	out, err := yaml.Marshal(map[string]any{"outputs": map[string]string{"delimiter": d}})
 	if err != nil {
-		t.Fatal(err)
+		return false // what YAML cannot write, a spec cannot hold
 	}
 	spec := "project: p1\nsources: [{name: lmed, profile: lmed, path: lmed.csv}]\ncohort: {criteria: [{source: lmed, codes: [N05]}]}\n" + string(out)
 	_, err = linkage.ParseSpec([]byte(spec), "job.yaml")
@@ -189,21 +189,30 @@ func checkGuard(t *testing.T, p *personnummer.Parser, delim byte, b []byte, want
 			}
 		}
 		var le *LeakError
-		switch {
-		case leakAt[0] < 0 && err != nil:
-			t.Fatalf("%s: the guard stopped with %v where encoding/csv finds no identity number", where, err)
-		case leakAt[0] >= 0 && !errors.As(err, &le):
-			t.Fatalf("%s: the guard let an identity number through in record %d field %d (err %v)", where, leakAt[0], leakAt[1], err)
-		case leakAt[0] >= 0:
+		if err != nil {
+			// The guard stops at the first value holding an identity
+			// number, naming its column; in a value longer than it keeps,
+			// a run of digits cut at a window's edge may stop it early
+			// (a false alarm, never a miss).
 			last := got[len(got)-1]
 			long := len(want[last.r][last.i]) > maxValue
-			if !long && (last.r != int64(leakAt[0]) || last.i != leakAt[1]) {
+			switch {
+			case !errors.As(err, &le):
+				t.Fatalf("%s: the guard failed: %v", where, err)
+			case leakAt[0] < 0 && !long:
+				t.Fatalf("%s: the guard stopped with %v where encoding/csv finds no identity number", where, err)
+			case !long && (last.r != int64(leakAt[0]) || last.i != leakAt[1]):
 				t.Fatalf("%s: the guard stopped at record %d field %d, the first identity number is at record %d field %d", where, last.r, last.i, leakAt[0], leakAt[1])
 			}
-			if col := want[0][last.i%len(want[0])]; last.i < len(want[0]) && le.Column != col {
-				t.Fatalf("%s: the leak is named in column %q, want %q", where, le.Column, col)
+			if last.i < len(want[0]) {
+				if col := want[0][last.i]; le.Column != col && !(len(col) > maxValue && strings.HasSuffix(col, le.Column)) {
+					t.Fatalf("%s: the leak is named in column %q, want %q", where, le.Column, col)
+				}
 			}
 			continue
+		}
+		if leakAt[0] >= 0 {
+			t.Fatalf("%s: the guard let an identity number through in record %d field %d", where, leakAt[0], leakAt[1])
 		}
 		if n != len(got) || n != count(want) {
 			t.Fatalf("%s: the guard saw %d values, encoding/csv %d", where, len(got), count(want))
