@@ -15,7 +15,7 @@ test:
 
 ## fuzz: each fuzz target for a count of executions that takes about 8 s on this project's
 ##       2-core machine (deploy/dev/README.md); FUZZ_SCALE=10 runs ten times as many.
-##       Never a duration: Go 1.26's fuzzer can fail a -fuzztime duration with
+##       Never a duration budget: Go 1.26's fuzzer can fail one with
 ##       "context deadline exceeded" and no crasher (golang/go#75804). A new fuzz target
 ##       must be added to FUZZ_TARGETS (package:target:executions), or this fails.
 FUZZ_SCALE ?= 1

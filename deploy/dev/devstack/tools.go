@@ -44,7 +44,7 @@ func (tc *toolchain) bao() (string, error) {
 		h.Write(b)
 	}
 	key := "bao-" + baoVersion + "-" + hex.EncodeToString(h.Sum(nil))[:12]
-	return tc.ensure(key, "bao", "OpenBao "+baoVersion+" (about 2 minutes, once)", func(out string) *exec.Cmd {
+	return tc.ensure(key, "bao", "OpenBao "+baoVersion+" (3 to 5 minutes on 2 cores, once)", func(out string) *exec.Cmd {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
 		cmd.Dir = src
 		// Some of OpenBao's modules are missing from the checksum database;
