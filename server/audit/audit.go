@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 )
@@ -94,6 +95,11 @@ func (l *Log) Append(e Entry) (Entry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e.Seq, e.Time, e.Prev = l.seq+1, l.clock().UTC(), l.last
+	// JSON holds text: bytes that are not UTF-8 would be written as
+	// U+FFFD and read back as another entry than the one hashed.
+	for _, s := range []*string{&e.Identity, &e.Action, &e.Project, &e.Job, &e.Outcome, &e.Reason} {
+		*s = strings.ToValidUTF8(*s, "\uFFFD")
+	}
 	e.Reason = looksLikeIdentity.ReplaceAllString(e.Reason, "[redacted]")
 	if !hexDigest.MatchString(e.Digest) {
 		return Entry{}, fmt.Errorf("audit log: digest: want 64 lower-case hex digits")

@@ -236,7 +236,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add(uint8(2), uint8(4), uint16(0), uint16(1), byte(0))
 	f.Add(uint8(1), uint8(2), uint16(5), uint16(0), byte('\r'))
 	path := filepath.Join(f.TempDir(), "audit.log")
-	reasons := []string{"", "released by CN=godkann", "a reason with \"quotes\", <html> & \u00e5\u00e4\u00f6"}
+	reasons := []string{"", "released by CN=godkann", "a reason with \"quotes\", <html> & \u00e5\u00e4\u00f6", "not UTF-8: \xff\xc3"}
 	f.Fuzz(func(t *testing.T, entries, op uint8, at, arg uint16, b byte) {
 		orig, heads := fuzzLog(t, int(entries%6)+1, reasons[int(entries/6)%len(reasons)])
 		ls := bytes.SplitAfter(orig, []byte("\n"))
@@ -293,4 +293,26 @@ func FuzzVerify(f *testing.F) {
 			t.Fatal("Open accepts a log Verify refuses")
 		}
 	})
+}
+
+// TestEntryNotUTF8StillVerifies: a client certificate's subject or a
+// reason that is not UTF-8 must not leave an entry that no longer matches
+// its hash (and a server that refuses to start on its own log).
+func TestEntryNotUTF8StillVerifies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(Entry{Identity: "CN=\xff\xfe", Action: "job.submit", Outcome: "denied", Reason: "bad \xc3 byte"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := verify(t, path); err != nil {
+		t.Fatalf("an entry with bytes that are not UTF-8 does not verify: %v", err)
+	}
+	if l, err = Open(path, nil); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	l.Close()
 }
