@@ -91,4 +91,12 @@
 // 2,500 distinct numbers a second (4,000 to 5,000 on both cores):
 //
 //	go test -run '^$' -bench . -benchtime 5s ./partner
+//
+// # Files coming back
+//
+// A partner sends its file back keyed by LopNr or by pseudonym, as CSV with
+// a delimiter it names ([ParseDelimiter]). [ConvertImport] reads it and keeps
+// the rows of the project's persons, each with its canonical number in place
+// of the key: the source and the cohort of a supplementary delivery. Its
+// errors ([ImportError]) name what is wrong, never a value from the file.
 package partner
