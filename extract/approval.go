@@ -2,7 +2,6 @@ package extract
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/lopnr/lopnr/internal/yamlfield"
@@ -44,8 +43,6 @@ func ParseApproval(b []byte, name string) (Approval, error) {
 	return a, nil
 }
 
-var approvedSource = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
-
 // check returns the list's errors, each a *linkage.FieldError.
 func (a Approval) check() []error {
 	var errs []error
@@ -57,7 +54,7 @@ func (a Approval) check() []error {
 	}
 	for i, v := range a.Variables {
 		path := fmt.Sprintf("variables[%d]", i)
-		if !approvedSource.MatchString(v.Source) {
+		if !linkage.ValidSourceName(v.Source) {
 			bad(path+".source", "%q: want a lower-case source name of letters, digits and _", v.Source)
 		}
 		if strings.TrimSpace(v.Column) == "" {

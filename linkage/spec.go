@@ -170,6 +170,11 @@ var (
 	transform  = regexp.MustCompile(`^(keep|drop|year|year-month|age-at-index|sex|truncate\([1-9]\)|(blank|select)\([A-Z0-9]{1,7}(,[A-Z0-9]{1,7})*\))$`)
 )
 
+// ValidSourceName reports whether name may name a source: lower-case
+// letters, digits and _, starting with a letter, at most 63. Job specs,
+// approved variable lists and partner imports hold source names to it.
+func ValidSourceName(name string) bool { return sourceName.MatchString(name) }
+
 // profiles returns the built-in profiles plus the spec's own.
 func (s *JobSpec) profiles() map[string]Profile {
 	m := Builtin()

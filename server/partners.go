@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/keystore"
+	"github.com/lopnr/lopnr/linkage"
 	"github.com/lopnr/lopnr/partner"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 )
@@ -241,9 +241,6 @@ func (ps partnerService) Evaluate(stream lopnrv1.PartnerService_EvaluateServer) 
 	}
 }
 
-// sourceName is what an import's source may be called (as in a job spec).
-var sourceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
-
 func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportPartnerFileServer) error {
 	s := ps.s
 	first, err := stream.Recv()
@@ -261,7 +258,7 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 		return importError(err)
 	}
 	switch {
-	case !sourceName.MatchString(h.GetSource()):
+	case !linkage.ValidSourceName(h.GetSource()):
 		return &fieldError{"header.source", "a lower-case source name of letters, digits and _, such as scb_inkomst"}
 	case h.GetKeyedBy() != lopnrv1.KeyedBy_KEYED_BY_LOPNR && h.GetKeyedBy() != lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM:
 		return &fieldError{"header.keyed_by", "KEYED_BY_LOPNR or KEYED_BY_PSEUDONYM"}
