@@ -23,7 +23,6 @@ type csvGuard struct {
 	line    int64
 	val     []byte
 	digits  int
-	open    bool // a record has begun since the last line end
 
 	// seen, when set (by tests), is called with every value the guard
 	// splits off: its record (0 is the header), its field, and what is
@@ -82,20 +81,18 @@ func (g *csvGuard) Write(b []byte) (int, error) {
 			g.add(c)
 		}
 	}
-	if len(b) > 0 {
-		g.open = g.inQuote || b[len(b)-1] != '\n'
-	}
 	return g.next.Write(b)
 }
 
 // end checks the last record when the stream does not end with a line
 // end (DuckDB's always does).
 func (g *csvGuard) end() error {
-	if !g.open {
-		return nil
+	if !g.inQuote && g.field == 0 && len(g.val) == 0 && g.digits == 0 {
+		return nil // nothing since the last line end
 	}
-	g.open = false
-	return g.endValue()
+	err := g.endValue()
+	g.inQuote, g.quote, g.field = false, false, 0
+	return err
 }
 
 func (g *csvGuard) add(c byte) {

@@ -385,13 +385,15 @@ func copyCSV(ctx context.Context, res *linkage.Result, query string, args []any,
 		if out.LineEnding == "crlf" {
 			w = &crlfWriter{w: w}
 		}
+		var guard *csvGuard
 		if guarded {
-			w = newCSVGuard(w, name, delim, personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
+			guard = newCSVGuard(w, name, delim, personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)))
+			w = guard
 		}
 		records.next = w
 		_, err = io.Copy(&records, bufio.NewReaderSize(f, 256<<10))
-		if g, ok := w.(*csvGuard); ok && err == nil {
-			err = g.end()
+		if guard != nil && err == nil {
+			err = guard.end()
 		}
 		if err == nil && enc != nil {
 			err = enc.flush()
