@@ -79,3 +79,26 @@ func manySources(n int) string {
 	}
 	return b.String()
 }
+
+// TestSpecErrorsHoldNoIdentityNumber: an extractor's spec that holds a
+// personnummer where it does not belong (a pasted list under the wrong key,
+// a code, a boolean) is refused with errors that name the field but do not
+// carry the number into logs and status messages.
+func TestSpecErrorsHoldNoIdentityNumber(t *testing.T) {
+	const n = "189001019802" // Skatteverket's test number
+	base := "project: p1\nsources:\n  - {name: par, profile: par-sluten, path: par.csv}\ncohort: {criteria: [{source: par, codes: [I21]}]}\n"
+	for name, spec := range map[string]string{
+		"as a key":       base + n + ": x\n",
+		"as a short key": base + n[2:8] + "-" + n[8:] + ": x\n",
+		"as a code":      strings.Replace(base, "codes: [I21]", "codes: ["+n+"]", 1),
+		"as a boolean":   strings.Replace(base, "path: par.csv}", "path: par.csv, header: "+n+"}", 1),
+	} {
+		_, err := ParseSpec([]byte(spec), "job.yaml")
+		if err == nil {
+			t.Fatalf("%s: the spec parses", name)
+		}
+		if msg := err.Error(); strings.Contains(msg, n[2:8]) {
+			t.Errorf("%s: error %q shows the number", name, msg)
+		}
+	}
+}

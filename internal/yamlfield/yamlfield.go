@@ -21,6 +21,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lopnr/lopnr/linkage/personnummer"
 )
 
 // Error is one problem in a YAML document. Path is the field path
@@ -32,6 +34,9 @@ type Error struct {
 	Msg  string
 }
 
+// Error says what is wrong where, with anything shaped like an identity
+// number redacted: a value or key of the document may be one (a list
+// pasted under the wrong key), and errors reach logs and status messages.
 func (e *Error) Error() string {
 	var b strings.Builder
 	if e.Path != "" {
@@ -41,7 +46,7 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, "line %d: ", e.Line)
 	}
 	b.WriteString(e.Msg)
-	return b.String()
+	return personnummer.Redact(b.String())
 }
 
 // Decode decodes one YAML document in b into v, refusing fields v does not

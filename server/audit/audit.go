@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lopnr/lopnr/linkage/personnummer"
 )
 
 // Entry is one audited action.
@@ -53,11 +55,6 @@ func (e Entry) hash() string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
-
-// looksLikeIdentity finds digit groups shaped like an identity number
-// (10 or 12 digits, with or without a separator), checked or not: a reason
-// is free text, and an audit log is no place to test check digits.
-var looksLikeIdentity = regexp.MustCompile(`\d{6}(\d{2})?[-+ ]?[0-9A-Z]\d{3}`)
 
 var hexDigest = regexp.MustCompile(`^([0-9a-f]{64})?$`)
 
@@ -100,7 +97,7 @@ func (l *Log) Append(e Entry) (Entry, error) {
 	for _, s := range []*string{&e.Identity, &e.Action, &e.Project, &e.Job, &e.Outcome, &e.Reason} {
 		*s = strings.ToValidUTF8(*s, "\uFFFD")
 	}
-	e.Reason = looksLikeIdentity.ReplaceAllString(e.Reason, "[redacted]")
+	e.Reason = personnummer.Redact(e.Reason)
 	if !hexDigest.MatchString(e.Digest) {
 		return Entry{}, fmt.Errorf("audit log: digest: want 64 lower-case hex digits")
 	}
