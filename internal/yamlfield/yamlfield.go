@@ -80,7 +80,8 @@ func Decode(b []byte, v any) []error {
 	var errs []error
 	for _, m := range te.Errors {
 		line, msg := splitLine(m)
-		errs = append(errs, &Error{Path: nodes.path(line, msg), Line: line, Msg: rewrite(msg)})
+		ty := parseTypeError(msg)
+		errs = append(errs, &Error{Path: nodes.path(line, ty), Line: line, Msg: ty.String()})
 	}
 	return errs
 }
@@ -124,30 +125,50 @@ var (
 	cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) (`.*`|) ?into (.+)$")
 )
 
-// rewrite says a type error in the words of the document, not of Go.
-func rewrite(msg string) string {
+// typeError is one of the YAML library's type errors, read: a field the
+// type does not have, or a value of one kind that would not decode into
+// a Go type; msg as it came otherwise.
+type typeError struct {
+	msg     string
+	unknown string // the unknown field's name
+	tag     string // !!seq, !!map, !!str, …
+	into    string // the Go type
+}
+
+func parseTypeError(msg string) typeError {
 	if m := unknownField.FindStringSubmatch(msg); m != nil {
-		return "unknown field " + strconv.Quote(m[1])
+		return typeError{msg: msg, unknown: m[1]}
 	}
 	if m := cannotDecode.FindStringSubmatch(msg); m != nil {
-		want := m[3]
-		switch {
-		case strings.HasPrefix(want, "[]"):
-			want = "a list"
-		case strings.HasPrefix(want, "map["), strings.Contains(want, "."):
-			want = "a mapping of fields"
-		case want == "bool":
-			want = "true or false"
-		case strings.HasPrefix(want, "int"), strings.HasPrefix(want, "uint"):
-			want = "a whole number"
-		}
-		got := map[string]string{"seq": "a list", "map": "a mapping", "str": "text", "int": "a number", "float": "a number", "bool": "true or false", "null": "nothing"}[m[1]]
-		if got == "" {
-			got = m[1]
-		}
-		return fmt.Sprintf("want %s, not %s", want, got)
+		return typeError{msg: msg, tag: "!!" + m[1], into: m[3]}
 	}
-	return msg
+	return typeError{msg: msg}
+}
+
+// String says the error in the words of the document, not of Go.
+func (te typeError) String() string {
+	switch {
+	case te.unknown != "":
+		return "unknown field " + strconv.Quote(te.unknown)
+	case te.tag == "":
+		return te.msg
+	}
+	want := te.into
+	switch {
+	case strings.HasPrefix(want, "[]"):
+		want = "a list"
+	case strings.HasPrefix(want, "map["), strings.Contains(want, "."):
+		want = "a mapping of fields"
+	case want == "bool":
+		want = "true or false"
+	case strings.HasPrefix(want, "int"), strings.HasPrefix(want, "uint"):
+		want = "a whole number"
+	}
+	got := map[string]string{"!!seq": "a list", "!!map": "a mapping", "!!str": "text", "!!int": "a number", "!!float": "a number", "!!bool": "true or false", "!!null": "nothing"}[te.tag]
+	if got == "" {
+		got = strings.TrimPrefix(te.tag, "!!")
+	}
+	return fmt.Sprintf("want %s, not %s", want, got)
 }
 
 // node is a field or list item of a document: its path, whether it is a
@@ -242,23 +263,17 @@ func fieldType(t reflect.Type, key string) reflect.Type {
 // path finds the field a type error on line is about: the key it names
 // as unknown, or the value on the line of the YAML kind and Go type it
 // could not decode, or else the outermost field on the line.
-func (ls lines) path(line int, msg string) string {
+func (ls lines) path(line int, te typeError) string {
 	nodes := ls[line]
 	if len(nodes) == 0 {
 		return ""
 	}
-	if m := unknownField.FindStringSubmatch(msg); m != nil {
-		for _, n := range nodes {
-			if n.key && (n.path == m[1] || strings.HasSuffix(n.path, "."+m[1])) {
-				return n.path
-			}
-		}
-	}
-	if m := cannotDecode.FindStringSubmatch(msg); m != nil {
-		for _, n := range nodes {
-			if !n.key && n.tag == "!!"+m[1] && n.typ == m[3] {
-				return n.path
-			}
+	for _, n := range nodes {
+		switch {
+		case te.unknown != "" && n.key && (n.path == te.unknown || strings.HasSuffix(n.path, "."+te.unknown)):
+			return n.path
+		case te.tag != "" && !n.key && n.tag == te.tag && n.typ == te.into:
+			return n.path
 		}
 	}
 	return nodes[0].path
