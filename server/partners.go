@@ -48,7 +48,7 @@ type partnerService struct {
 // registers, so that a partner cannot map the population.
 const maxBudget = 50_000_000
 
-func (ps partnerService) RegisterPartner(ctx context.Context, req *lopnrv1.RegisterPartnerRequest) (*lopnrv1.Partner, error) {
+func (ps partnerService) RegisterPartner(ctx context.Context, req *lopnrv1.RegisterPartnerRequest) (*lopnrv1.ProjectChange, error) {
 	s, ci := ps.s, call(ctx)
 	switch {
 	case strings.TrimSpace(req.GetIdentity()) == "":
@@ -74,7 +74,8 @@ func (ps partnerService) RegisterPartner(ctx context.Context, req *lopnrv1.Regis
 	if err != nil {
 		return nil, err
 	}
-	return p.proto(req.GetProject()), nil
+	// TODO(trust model): a pending change approved by another person.
+	return &lopnrv1.ProjectChange{Project: req.GetProject(), Partner: p.proto(req.GetProject())}, nil
 }
 
 func (ps partnerService) ListPartners(ctx context.Context, req *lopnrv1.ListPartnersRequest) (*lopnrv1.ListPartnersResponse, error) {
@@ -338,8 +339,7 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 		return err
 	}
 	ok, ci.job = true, j.ID
-	return stream.SendAndClose(&lopnrv1.ImportPartnerFileResponse{Job: j.ID, Rows: res.Rows, Matched: res.Matched,
-		Unmatched: res.Rows - res.Matched, Persons: res.Persons})
+	return stream.SendAndClose(&lopnrv1.ImportPartnerFileResponse{Job: j.ID, Rows: res.Rows})
 }
 
 // importError is a partner.ImportError as a request field's error.

@@ -84,7 +84,7 @@ for blind linkage. Registering again changes the key and the budget.
 	if err != nil {
 		return c.check(err)
 	}
-	printPartner(sio.out, p)
+	printPartner(sio.out, p.GetPartner())
 	return nil
 }
 
@@ -423,7 +423,6 @@ job, with how many rows and persons matched. Watch it with lopnr watch JOB.
 	if err != nil {
 		return c.check(err)
 	}
-	fmt.Fprintf(sio.out, "%s: %d rows, %d of the project's persons (%d rows), %d rows matched nobody; supplementary delivery job %s\n",
-		filepath.Base(pos[0]), resp.Rows, resp.Persons, resp.Matched, resp.Unmatched, resp.Job)
+	fmt.Fprintf(sio.out, "%s: %d rows received; supplementary delivery job %s\n", filepath.Base(pos[0]), resp.Rows, resp.Job)
 	return nil
 }

@@ -29,6 +29,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ChangeState int32
+
+const (
+	ChangeState_CHANGE_STATE_UNSPECIFIED ChangeState = 0
+	ChangeState_CHANGE_STATE_PENDING     ChangeState = 1
+	ChangeState_CHANGE_STATE_APPROVED    ChangeState = 2
+)
+
+// Enum value maps for ChangeState.
+var (
+	ChangeState_name = map[int32]string{
+		0: "CHANGE_STATE_UNSPECIFIED",
+		1: "CHANGE_STATE_PENDING",
+		2: "CHANGE_STATE_APPROVED",
+	}
+	ChangeState_value = map[string]int32{
+		"CHANGE_STATE_UNSPECIFIED": 0,
+		"CHANGE_STATE_PENDING":     1,
+		"CHANGE_STATE_APPROVED":    2,
+	}
+)
+
+func (x ChangeState) Enum() *ChangeState {
+	p := new(ChangeState)
+	*p = x
+	return p
+}
+
+func (x ChangeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_lopnr_v1_lopnr_proto_enumTypes[0].Descriptor()
+}
+
+func (ChangeState) Type() protoreflect.EnumType {
+	return &file_lopnr_v1_lopnr_proto_enumTypes[0]
+}
+
+func (x ChangeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeState.Descriptor instead.
+func (ChangeState) EnumDescriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{0}
+}
+
 type JobState int32
 
 const (
@@ -71,11 +120,11 @@ func (x JobState) String() string {
 }
 
 func (JobState) Descriptor() protoreflect.EnumDescriptor {
-	return file_lopnr_v1_lopnr_proto_enumTypes[0].Descriptor()
+	return file_lopnr_v1_lopnr_proto_enumTypes[1].Descriptor()
 }
 
 func (JobState) Type() protoreflect.EnumType {
-	return &file_lopnr_v1_lopnr_proto_enumTypes[0]
+	return &file_lopnr_v1_lopnr_proto_enumTypes[1]
 }
 
 func (x JobState) Number() protoreflect.EnumNumber {
@@ -84,7 +133,7 @@ func (x JobState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobState.Descriptor instead.
 func (JobState) EnumDescriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{0}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{1}
 }
 
 type ReidentificationState int32
@@ -123,11 +172,11 @@ func (x ReidentificationState) String() string {
 }
 
 func (ReidentificationState) Descriptor() protoreflect.EnumDescriptor {
-	return file_lopnr_v1_lopnr_proto_enumTypes[1].Descriptor()
+	return file_lopnr_v1_lopnr_proto_enumTypes[2].Descriptor()
 }
 
 func (ReidentificationState) Type() protoreflect.EnumType {
-	return &file_lopnr_v1_lopnr_proto_enumTypes[1]
+	return &file_lopnr_v1_lopnr_proto_enumTypes[2]
 }
 
 func (x ReidentificationState) Number() protoreflect.EnumNumber {
@@ -136,7 +185,7 @@ func (x ReidentificationState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReidentificationState.Descriptor instead.
 func (ReidentificationState) EnumDescriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{1}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{2}
 }
 
 type KeyedBy int32
@@ -174,11 +223,11 @@ func (x KeyedBy) String() string {
 }
 
 func (KeyedBy) Descriptor() protoreflect.EnumDescriptor {
-	return file_lopnr_v1_lopnr_proto_enumTypes[2].Descriptor()
+	return file_lopnr_v1_lopnr_proto_enumTypes[3].Descriptor()
 }
 
 func (KeyedBy) Type() protoreflect.EnumType {
-	return &file_lopnr_v1_lopnr_proto_enumTypes[2]
+	return &file_lopnr_v1_lopnr_proto_enumTypes[3]
 }
 
 func (x KeyedBy) Number() protoreflect.EnumNumber {
@@ -187,7 +236,7 @@ func (x KeyedBy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyedBy.Descriptor instead.
 func (KeyedBy) EnumDescriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{2}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{3}
 }
 
 // ApprovedVariable approves one column of one source (a range such as
@@ -253,6 +302,460 @@ func (x *ApprovedVariable) GetTransforms() []string {
 	return nil
 }
 
+// ApprovedSource ties a source name of the approved list to the profile
+// its file is read with: a built-in profile by name, or a custom profile
+// approved as it is (its YAML). A job spec reading the source must use
+// that profile, without overriding its columns, header or names.
+type ApprovedSource struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Profile string                 `protobuf:"bytes,2,opt,name=profile,proto3" json:"profile,omitempty"`
+	// A custom profile (docs/sources.md), when profile is not built in.
+	ProfileYaml   string `protobuf:"bytes,3,opt,name=profile_yaml,json=profileYaml,proto3" json:"profile_yaml,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovedSource) Reset() {
+	*x = ApprovedSource{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovedSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovedSource) ProtoMessage() {}
+
+func (x *ApprovedSource) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovedSource.ProtoReflect.Descriptor instead.
+func (*ApprovedSource) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApprovedSource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApprovedSource) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *ApprovedSource) GetProfileYaml() string {
+	if x != nil {
+		return x.ProfileYaml
+	}
+	return ""
+}
+
+// ProjectRules are a project's rules: what its deliveries may hold and who
+// they are encrypted to. They change only by four eyes (ProposeChange,
+// ApproveChange).
+type ProjectRules struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ApprovedVariables []*ApprovedVariable    `protobuf:"bytes,1,rep,name=approved_variables,json=approvedVariables,proto3" json:"approved_variables,omitempty"`
+	ApprovedSources   []*ApprovedSource      `protobuf:"bytes,2,rep,name=approved_sources,json=approvedSources,proto3" json:"approved_sources,omitempty"`
+	AllowPersonnummer bool                   `protobuf:"varint,3,opt,name=allow_personnummer,json=allowPersonnummer,proto3" json:"allow_personnummer,omitempty"`
+	Recipients        []string               `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ProjectRules) Reset() {
+	*x = ProjectRules{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectRules) ProtoMessage() {}
+
+func (x *ProjectRules) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectRules.ProtoReflect.Descriptor instead.
+func (*ProjectRules) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProjectRules) GetApprovedVariables() []*ApprovedVariable {
+	if x != nil {
+		return x.ApprovedVariables
+	}
+	return nil
+}
+
+func (x *ProjectRules) GetApprovedSources() []*ApprovedSource {
+	if x != nil {
+		return x.ApprovedSources
+	}
+	return nil
+}
+
+func (x *ProjectRules) GetAllowPersonnummer() bool {
+	if x != nil {
+		return x.AllowPersonnummer
+	}
+	return false
+}
+
+func (x *ProjectRules) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+// ProjectChange is a proposed change of a project's rules or partners.
+type ProjectChange struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Project    string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	State      ChangeState            `protobuf:"varint,3,opt,name=state,proto3,enum=lopnr.v1.ChangeState" json:"state,omitempty"`
+	ProposedBy string                 `protobuf:"bytes,4,opt,name=proposed_by,json=proposedBy,proto3" json:"proposed_by,omitempty"`
+	Proposed   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=proposed,proto3" json:"proposed,omitempty"`
+	Reason     string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	ApprovedBy string                 `protobuf:"bytes,7,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	Approved   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=approved,proto3" json:"approved,omitempty"`
+	// Exactly one: new rules, or a partner's registration.
+	Rules         *ProjectRules `protobuf:"bytes,9,opt,name=rules,proto3" json:"rules,omitempty"`
+	Partner       *Partner      `protobuf:"bytes,10,opt,name=partner,proto3" json:"partner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectChange) Reset() {
+	*x = ProjectChange{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectChange) ProtoMessage() {}
+
+func (x *ProjectChange) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectChange.ProtoReflect.Descriptor instead.
+func (*ProjectChange) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProjectChange) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProjectChange) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ProjectChange) GetState() ChangeState {
+	if x != nil {
+		return x.State
+	}
+	return ChangeState_CHANGE_STATE_UNSPECIFIED
+}
+
+func (x *ProjectChange) GetProposedBy() string {
+	if x != nil {
+		return x.ProposedBy
+	}
+	return ""
+}
+
+func (x *ProjectChange) GetProposed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Proposed
+	}
+	return nil
+}
+
+func (x *ProjectChange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ProjectChange) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *ProjectChange) GetApproved() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Approved
+	}
+	return nil
+}
+
+func (x *ProjectChange) GetRules() *ProjectRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ProjectChange) GetPartner() *Partner {
+	if x != nil {
+		return x.Partner
+	}
+	return nil
+}
+
+type ProposeChangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Rules         *ProjectRules          `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeChangeRequest) Reset() {
+	*x = ProposeChangeRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeChangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeChangeRequest) ProtoMessage() {}
+
+func (x *ProposeChangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeChangeRequest.ProtoReflect.Descriptor instead.
+func (*ProposeChangeRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ProposeChangeRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ProposeChangeRequest) GetRules() *ProjectRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ProposeChangeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ApproveChangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveChangeRequest) Reset() {
+	*x = ApproveChangeRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveChangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveChangeRequest) ProtoMessage() {}
+
+func (x *ApproveChangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveChangeRequest.ProtoReflect.Descriptor instead.
+func (*ApproveChangeRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ApproveChangeRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ApproveChangeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListChangesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesRequest) Reset() {
+	*x = ListChangesRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesRequest) ProtoMessage() {}
+
+func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListChangesRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListChangesRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type ListChangesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*ProjectChange       `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesResponse) Reset() {
+	*x = ListChangesResponse{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesResponse) ProtoMessage() {}
+
+func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListChangesResponse) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListChangesResponse) GetChanges() []*ProjectChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 type Project struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -272,15 +775,21 @@ type Project struct {
 	// Retention extensions and holds, with their reasons.
 	Changes []*RetentionChange `protobuf:"bytes,11,rep,name=changes,proto3" json:"changes,omitempty"`
 	// Persons with a LopNr in the project.
-	Persons       int64  `protobuf:"varint,12,opt,name=persons,proto3" json:"persons,omitempty"`
-	CreatedBy     string `protobuf:"bytes,13,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Persons   int64  `protobuf:"varint,12,opt,name=persons,proto3" json:"persons,omitempty"`
+	CreatedBy string `protobuf:"bytes,13,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// The approved rules' sources (approved_variables, allow_personnummer
+	// and recipients above are the approved rules too; empty until the
+	// first change is approved).
+	ApprovedSources []*ApprovedSource `protobuf:"bytes,14,rep,name=approved_sources,json=approvedSources,proto3" json:"approved_sources,omitempty"`
+	// Changes waiting for a second person.
+	PendingChanges []string `protobuf:"bytes,15,rep,name=pending_changes,json=pendingChanges,proto3" json:"pending_changes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
 	*x = Project{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[1]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +801,7 @@ func (x *Project) String() string {
 func (*Project) ProtoMessage() {}
 
 func (x *Project) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[1]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +814,7 @@ func (x *Project) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Project.ProtoReflect.Descriptor instead.
 func (*Project) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{1}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Project) GetId() string {
@@ -399,6 +908,20 @@ func (x *Project) GetCreatedBy() string {
 	return ""
 }
 
+func (x *Project) GetApprovedSources() []*ApprovedSource {
+	if x != nil {
+		return x.ApprovedSources
+	}
+	return nil
+}
+
+func (x *Project) GetPendingChanges() []string {
+	if x != nil {
+		return x.PendingChanges
+	}
+	return nil
+}
+
 type RetentionChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
@@ -411,7 +934,7 @@ type RetentionChange struct {
 
 func (x *RetentionChange) Reset() {
 	*x = RetentionChange{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[2]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +946,7 @@ func (x *RetentionChange) String() string {
 func (*RetentionChange) ProtoMessage() {}
 
 func (x *RetentionChange) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[2]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +959,7 @@ func (x *RetentionChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionChange.ProtoReflect.Descriptor instead.
 func (*RetentionChange) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{2}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RetentionChange) GetAt() *timestamppb.Timestamp {
@@ -476,13 +999,16 @@ type CreateProjectRequest struct {
 	Recipients        []string               `protobuf:"bytes,5,rep,name=recipients,proto3" json:"recipients,omitempty"`
 	// How long the kodnyckel is kept; 0 means 90 days.
 	RetentionDays int32 `protobuf:"varint,6,opt,name=retention_days,json=retentionDays,proto3" json:"retention_days,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The rules above (with approved_sources) are the project's first
+	// proposed change: no job runs until a different person approves it.
+	ApprovedSources []*ApprovedSource `protobuf:"bytes,7,rep,name=approved_sources,json=approvedSources,proto3" json:"approved_sources,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CreateProjectRequest) Reset() {
 	*x = CreateProjectRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[3]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +1020,7 @@ func (x *CreateProjectRequest) String() string {
 func (*CreateProjectRequest) ProtoMessage() {}
 
 func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[3]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +1033,7 @@ func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProjectRequest.ProtoReflect.Descriptor instead.
 func (*CreateProjectRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{3}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateProjectRequest) GetId() string {
@@ -552,6 +1078,13 @@ func (x *CreateProjectRequest) GetRetentionDays() int32 {
 	return 0
 }
 
+func (x *CreateProjectRequest) GetApprovedSources() []*ApprovedSource {
+	if x != nil {
+		return x.ApprovedSources
+	}
+	return nil
+}
+
 type GetProjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -561,7 +1094,7 @@ type GetProjectRequest struct {
 
 func (x *GetProjectRequest) Reset() {
 	*x = GetProjectRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[4]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +1106,7 @@ func (x *GetProjectRequest) String() string {
 func (*GetProjectRequest) ProtoMessage() {}
 
 func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[4]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +1119,7 @@ func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{4}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetProjectRequest) GetId() string {
@@ -604,7 +1137,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[5]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +1149,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[5]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +1162,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{5}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{12}
 }
 
 type ListProjectsResponse struct {
@@ -641,7 +1174,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[6]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +1186,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[6]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +1199,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{6}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*Project {
@@ -687,7 +1220,7 @@ type ExtendRetentionRequest struct {
 
 func (x *ExtendRetentionRequest) Reset() {
 	*x = ExtendRetentionRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[7]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1232,7 @@ func (x *ExtendRetentionRequest) String() string {
 func (*ExtendRetentionRequest) ProtoMessage() {}
 
 func (x *ExtendRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[7]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1245,7 @@ func (x *ExtendRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendRetentionRequest.ProtoReflect.Descriptor instead.
 func (*ExtendRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{7}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExtendRetentionRequest) GetId() string {
@@ -747,7 +1280,7 @@ type SetHoldRequest struct {
 
 func (x *SetHoldRequest) Reset() {
 	*x = SetHoldRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[8]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1292,7 @@ func (x *SetHoldRequest) String() string {
 func (*SetHoldRequest) ProtoMessage() {}
 
 func (x *SetHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[8]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1305,7 @@ func (x *SetHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHoldRequest.ProtoReflect.Descriptor instead.
 func (*SetHoldRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{8}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetHoldRequest) GetId() string {
@@ -806,7 +1339,7 @@ type DestroyProjectRequest struct {
 
 func (x *DestroyProjectRequest) Reset() {
 	*x = DestroyProjectRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[9]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1351,7 @@ func (x *DestroyProjectRequest) String() string {
 func (*DestroyProjectRequest) ProtoMessage() {}
 
 func (x *DestroyProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[9]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1364,7 @@ func (x *DestroyProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyProjectRequest.ProtoReflect.Descriptor instead.
 func (*DestroyProjectRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{9}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DestroyProjectRequest) GetId() string {
@@ -863,7 +1396,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[10]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1408,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[10]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1421,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{10}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Receipt) GetProject() string {
@@ -952,7 +1485,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[11]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1497,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[11]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1510,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{11}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobEvent) GetJob() string {
@@ -1053,7 +1586,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[12]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1598,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[12]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1611,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{12}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Job) GetId() string {
@@ -1176,7 +1709,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[13]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1721,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[13]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1734,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{13}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitJobRequest) GetSpec() []byte {
@@ -1220,7 +1753,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[14]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1765,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[14]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1778,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{14}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1265,7 +1798,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[15]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1810,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[15]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1823,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{15}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListJobsRequest) GetProject() string {
@@ -1309,7 +1842,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[16]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1854,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[16]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1867,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{16}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1353,7 +1886,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[17]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1898,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[17]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1911,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{17}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1397,7 +1930,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[18]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1942,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[18]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1955,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{18}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1446,7 +1979,7 @@ type DeliveryFile struct {
 
 func (x *DeliveryFile) Reset() {
 	*x = DeliveryFile{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[19]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1991,7 @@ func (x *DeliveryFile) String() string {
 func (*DeliveryFile) ProtoMessage() {}
 
 func (x *DeliveryFile) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[19]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +2004,7 @@ func (x *DeliveryFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryFile.ProtoReflect.Descriptor instead.
 func (*DeliveryFile) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{19}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeliveryFile) GetName() string {
@@ -1537,7 +2070,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[20]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +2082,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[20]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +2095,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{20}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Delivery) GetId() string {
@@ -1651,7 +2184,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[21]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2196,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[21]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2209,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{21}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListDeliveriesRequest) GetProject() string {
@@ -1695,7 +2228,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[22]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +2240,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[22]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +2253,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{22}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
@@ -1740,7 +2273,7 @@ type ReleaseDeliveryRequest struct {
 
 func (x *ReleaseDeliveryRequest) Reset() {
 	*x = ReleaseDeliveryRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[23]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2285,7 @@ func (x *ReleaseDeliveryRequest) String() string {
 func (*ReleaseDeliveryRequest) ProtoMessage() {}
 
 func (x *ReleaseDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[23]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2298,7 @@ func (x *ReleaseDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{23}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReleaseDeliveryRequest) GetProject() string {
@@ -1796,7 +2329,7 @@ type PresignDeliveryRequest struct {
 
 func (x *PresignDeliveryRequest) Reset() {
 	*x = PresignDeliveryRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[24]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2341,7 @@ func (x *PresignDeliveryRequest) String() string {
 func (*PresignDeliveryRequest) ProtoMessage() {}
 
 func (x *PresignDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[24]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2354,7 @@ func (x *PresignDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresignDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*PresignDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{24}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PresignDeliveryRequest) GetProject() string {
@@ -1863,7 +2396,7 @@ type PresignedFile struct {
 
 func (x *PresignedFile) Reset() {
 	*x = PresignedFile{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[25]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2408,7 @@ func (x *PresignedFile) String() string {
 func (*PresignedFile) ProtoMessage() {}
 
 func (x *PresignedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[25]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2421,7 @@ func (x *PresignedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresignedFile.ProtoReflect.Descriptor instead.
 func (*PresignedFile) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{25}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PresignedFile) GetName() string {
@@ -1921,7 +2454,7 @@ type PresignDeliveryResponse struct {
 
 func (x *PresignDeliveryResponse) Reset() {
 	*x = PresignDeliveryResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[26]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2466,7 @@ func (x *PresignDeliveryResponse) String() string {
 func (*PresignDeliveryResponse) ProtoMessage() {}
 
 func (x *PresignDeliveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[26]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2479,7 @@ func (x *PresignDeliveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresignDeliveryResponse.ProtoReflect.Descriptor instead.
 func (*PresignDeliveryResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{26}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PresignDeliveryResponse) GetFiles() []*PresignedFile {
@@ -1972,7 +2505,7 @@ type Reidentification struct {
 
 func (x *Reidentification) Reset() {
 	*x = Reidentification{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[27]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2517,7 @@ func (x *Reidentification) String() string {
 func (*Reidentification) ProtoMessage() {}
 
 func (x *Reidentification) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[27]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2530,7 @@ func (x *Reidentification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reidentification.ProtoReflect.Descriptor instead.
 func (*Reidentification) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{27}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Reidentification) GetId() string {
@@ -2067,7 +2600,7 @@ type RequestReidentificationRequest struct {
 
 func (x *RequestReidentificationRequest) Reset() {
 	*x = RequestReidentificationRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[28]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2612,7 @@ func (x *RequestReidentificationRequest) String() string {
 func (*RequestReidentificationRequest) ProtoMessage() {}
 
 func (x *RequestReidentificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[28]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2625,7 @@ func (x *RequestReidentificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestReidentificationRequest.ProtoReflect.Descriptor instead.
 func (*RequestReidentificationRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{28}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestReidentificationRequest) GetProject() string {
@@ -2126,7 +2659,7 @@ type ApproveReidentificationRequest struct {
 
 func (x *ApproveReidentificationRequest) Reset() {
 	*x = ApproveReidentificationRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[29]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2671,7 @@ func (x *ApproveReidentificationRequest) String() string {
 func (*ApproveReidentificationRequest) ProtoMessage() {}
 
 func (x *ApproveReidentificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[29]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2684,7 @@ func (x *ApproveReidentificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveReidentificationRequest.ProtoReflect.Descriptor instead.
 func (*ApproveReidentificationRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{29}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApproveReidentificationRequest) GetProject() string {
@@ -2178,7 +2711,7 @@ type ReidentifyRequest struct {
 
 func (x *ReidentifyRequest) Reset() {
 	*x = ReidentifyRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[30]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2723,7 @@ func (x *ReidentifyRequest) String() string {
 func (*ReidentifyRequest) ProtoMessage() {}
 
 func (x *ReidentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[30]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2736,7 @@ func (x *ReidentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReidentifyRequest.ProtoReflect.Descriptor instead.
 func (*ReidentifyRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{30}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReidentifyRequest) GetProject() string {
@@ -2231,7 +2764,7 @@ type ReidentifyResponse struct {
 
 func (x *ReidentifyResponse) Reset() {
 	*x = ReidentifyResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[31]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2776,7 @@ func (x *ReidentifyResponse) String() string {
 func (*ReidentifyResponse) ProtoMessage() {}
 
 func (x *ReidentifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[31]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2789,7 @@ func (x *ReidentifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReidentifyResponse.ProtoReflect.Descriptor instead.
 func (*ReidentifyResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{31}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReidentifyResponse) GetPersonnummer() string {
@@ -2281,7 +2814,7 @@ type SweepRequest struct {
 
 func (x *SweepRequest) Reset() {
 	*x = SweepRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[32]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2826,7 @@ func (x *SweepRequest) String() string {
 func (*SweepRequest) ProtoMessage() {}
 
 func (x *SweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[32]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2839,7 @@ func (x *SweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepRequest.ProtoReflect.Descriptor instead.
 func (*SweepRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{32}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{39}
 }
 
 type SweepResponse struct {
@@ -2318,7 +2851,7 @@ type SweepResponse struct {
 
 func (x *SweepResponse) Reset() {
 	*x = SweepResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[33]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2863,7 @@ func (x *SweepResponse) String() string {
 func (*SweepResponse) ProtoMessage() {}
 
 func (x *SweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[33]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2876,7 @@ func (x *SweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepResponse.ProtoReflect.Descriptor instead.
 func (*SweepResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{33}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SweepResponse) GetReceipts() []*Receipt {
@@ -2372,7 +2905,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[34]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2917,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[34]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2930,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{34}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AuditEntry) GetSeq() int64 {
@@ -2491,7 +3024,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[35]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +3036,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[35]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +3049,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{35}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditRequest) GetProject() string {
@@ -2549,7 +3082,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[36]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +3094,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[36]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +3107,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{36}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -2592,7 +3125,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[37]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +3137,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[37]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +3150,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{37}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{44}
 }
 
 type VerifyAuditResponse struct {
@@ -2626,14 +3159,20 @@ type VerifyAuditResponse struct {
 	HeadSeq  int64                  `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
 	HeadHash string                 `protobuf:"bytes,3,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
 	// The first entry that breaks the chain, when not ok.
-	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The newest signed checkpoint (a C2SP signed note), which the log must
+	// extend: a log cut before it, or rewritten under it, does not verify.
+	Checkpoint     string `protobuf:"bytes,5,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	CheckpointSize int64  `protobuf:"varint,6,opt,name=checkpoint_size,json=checkpointSize,proto3" json:"checkpoint_size,omitempty"`
+	// The checkpoint signer's verifier key (golang.org/x/mod/sumdb/note).
+	VerifierKey   string `protobuf:"bytes,7,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[38]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +3184,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[38]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +3197,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{38}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -2689,6 +3228,27 @@ func (x *VerifyAuditResponse) GetProblem() string {
 	return ""
 }
 
+func (x *VerifyAuditResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetCheckpointSize() int64 {
+	if x != nil {
+		return x.CheckpointSize
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
 type Partner struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -2701,14 +3261,20 @@ type Partner struct {
 	EvaluateBudget int64                  `protobuf:"varint,4,opt,name=evaluate_budget,json=evaluateBudget,proto3" json:"evaluate_budget,omitempty"`
 	Evaluated      int64                  `protobuf:"varint,5,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
 	Registered     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=registered,proto3" json:"registered,omitempty"`
-	RegisteredBy   string                 `protobuf:"bytes,7,opt,name=registered_by,json=registeredBy,proto3" json:"registered_by,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Who proposed the registration.
+	RegisteredBy string `protobuf:"bytes,7,opt,name=registered_by,json=registeredBy,proto3" json:"registered_by,omitempty"`
+	// The exchanges the partner may use: "keyfile", "blind" (Evaluate and
+	// pseudonym-keyed imports), "import" (LopNr-keyed imports).
+	Exchanges []string `protobuf:"bytes,8,rep,name=exchanges,proto3" json:"exchanges,omitempty"`
+	// Who approved the registration (empty while it is pending).
+	ApprovedBy    string `protobuf:"bytes,9,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Partner) Reset() {
 	*x = Partner{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +3286,7 @@ func (x *Partner) String() string {
 func (*Partner) ProtoMessage() {}
 
 func (x *Partner) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[39]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +3299,7 @@ func (x *Partner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partner.ProtoReflect.Descriptor instead.
 func (*Partner) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{39}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Partner) GetProject() string {
@@ -2785,19 +3351,36 @@ func (x *Partner) GetRegisteredBy() string {
 	return ""
 }
 
+func (x *Partner) GetExchanges() []string {
+	if x != nil {
+		return x.Exchanges
+	}
+	return nil
+}
+
+func (x *Partner) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
 type RegisterPartnerRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Project        string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
 	Identity       string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
 	Recipient      string                 `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
 	EvaluateBudget int64                  `protobuf:"varint,4,opt,name=evaluate_budget,json=evaluateBudget,proto3" json:"evaluate_budget,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The exchanges the partner may use: keyfile, blind, import.
+	Exchanges     []string `protobuf:"bytes,5,rep,name=exchanges,proto3" json:"exchanges,omitempty"`
+	Reason        string   `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterPartnerRequest) Reset() {
 	*x = RegisterPartnerRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +3392,7 @@ func (x *RegisterPartnerRequest) String() string {
 func (*RegisterPartnerRequest) ProtoMessage() {}
 
 func (x *RegisterPartnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[40]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +3405,7 @@ func (x *RegisterPartnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterPartnerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterPartnerRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{40}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RegisterPartnerRequest) GetProject() string {
@@ -2853,6 +3436,20 @@ func (x *RegisterPartnerRequest) GetEvaluateBudget() int64 {
 	return 0
 }
 
+func (x *RegisterPartnerRequest) GetExchanges() []string {
+	if x != nil {
+		return x.Exchanges
+	}
+	return nil
+}
+
+func (x *RegisterPartnerRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ListPartnersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -2862,7 +3459,7 @@ type ListPartnersRequest struct {
 
 func (x *ListPartnersRequest) Reset() {
 	*x = ListPartnersRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3471,7 @@ func (x *ListPartnersRequest) String() string {
 func (*ListPartnersRequest) ProtoMessage() {}
 
 func (x *ListPartnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[41]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3484,7 @@ func (x *ListPartnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartnersRequest.ProtoReflect.Descriptor instead.
 func (*ListPartnersRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{41}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListPartnersRequest) GetProject() string {
@@ -2906,7 +3503,7 @@ type ListPartnersResponse struct {
 
 func (x *ListPartnersResponse) Reset() {
 	*x = ListPartnersResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3515,7 @@ func (x *ListPartnersResponse) String() string {
 func (*ListPartnersResponse) ProtoMessage() {}
 
 func (x *ListPartnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[42]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3528,7 @@ func (x *ListPartnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartnersResponse.ProtoReflect.Descriptor instead.
 func (*ListPartnersResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{42}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListPartnersResponse) GetPartners() []*Partner {
@@ -2950,7 +3547,7 @@ type GetPartnerKeysRequest struct {
 
 func (x *GetPartnerKeysRequest) Reset() {
 	*x = GetPartnerKeysRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3559,7 @@ func (x *GetPartnerKeysRequest) String() string {
 func (*GetPartnerKeysRequest) ProtoMessage() {}
 
 func (x *GetPartnerKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[43]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3572,7 @@ func (x *GetPartnerKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPartnerKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetPartnerKeysRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{43}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetPartnerKeysRequest) GetProject() string {
@@ -3002,7 +3599,7 @@ type PartnerKeys struct {
 
 func (x *PartnerKeys) Reset() {
 	*x = PartnerKeys{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3611,7 @@ func (x *PartnerKeys) String() string {
 func (*PartnerKeys) ProtoMessage() {}
 
 func (x *PartnerKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[44]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3624,7 @@ func (x *PartnerKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartnerKeys.ProtoReflect.Descriptor instead.
 func (*PartnerKeys) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{44}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PartnerKeys) GetProject() string {
@@ -3073,15 +3670,17 @@ func (x *PartnerKeys) GetEvaluated() int64 {
 }
 
 type GetKeyFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The approved grant; each is used once.
+	Grant         string `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetKeyFileRequest) Reset() {
 	*x = GetKeyFileRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3692,7 @@ func (x *GetKeyFileRequest) String() string {
 func (*GetKeyFileRequest) ProtoMessage() {}
 
 func (x *GetKeyFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[45]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3705,7 @@ func (x *GetKeyFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyFileRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyFileRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{45}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetKeyFileRequest) GetProject() string {
@@ -3114,6 +3713,306 @@ func (x *GetKeyFileRequest) GetProject() string {
 		return x.Project
 	}
 	return ""
+}
+
+func (x *GetKeyFileRequest) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+type KeyFileGrant struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Project    string                 `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	Partner    string                 `protobuf:"bytes,3,opt,name=partner,proto3" json:"partner,omitempty"`
+	Reason     string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Requested  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=requested,proto3" json:"requested,omitempty"`
+	ApprovedBy string                 `protobuf:"bytes,6,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	Approved   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=approved,proto3" json:"approved,omitempty"`
+	// When the file was fetched; a grant is used once.
+	Used          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=used,proto3" json:"used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyFileGrant) Reset() {
+	*x = KeyFileGrant{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyFileGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyFileGrant) ProtoMessage() {}
+
+func (x *KeyFileGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyFileGrant.ProtoReflect.Descriptor instead.
+func (*KeyFileGrant) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *KeyFileGrant) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *KeyFileGrant) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *KeyFileGrant) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *KeyFileGrant) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *KeyFileGrant) GetRequested() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Requested
+	}
+	return nil
+}
+
+func (x *KeyFileGrant) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *KeyFileGrant) GetApproved() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Approved
+	}
+	return nil
+}
+
+func (x *KeyFileGrant) GetUsed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+type RequestKeyFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestKeyFileRequest) Reset() {
+	*x = RequestKeyFileRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestKeyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestKeyFileRequest) ProtoMessage() {}
+
+func (x *RequestKeyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestKeyFileRequest.ProtoReflect.Descriptor instead.
+func (*RequestKeyFileRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *RequestKeyFileRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *RequestKeyFileRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ApproveKeyFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveKeyFileRequest) Reset() {
+	*x = ApproveKeyFileRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveKeyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveKeyFileRequest) ProtoMessage() {}
+
+func (x *ApproveKeyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveKeyFileRequest.ProtoReflect.Descriptor instead.
+func (*ApproveKeyFileRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ApproveKeyFileRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ApproveKeyFileRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListKeyFileGrantsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyFileGrantsRequest) Reset() {
+	*x = ListKeyFileGrantsRequest{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyFileGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyFileGrantsRequest) ProtoMessage() {}
+
+func (x *ListKeyFileGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyFileGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListKeyFileGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListKeyFileGrantsRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type ListKeyFileGrantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grants        []*KeyFileGrant        `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyFileGrantsResponse) Reset() {
+	*x = ListKeyFileGrantsResponse{}
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyFileGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyFileGrantsResponse) ProtoMessage() {}
+
+func (x *ListKeyFileGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyFileGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ListKeyFileGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListKeyFileGrantsResponse) GetGrants() []*KeyFileGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
 }
 
 type FileChunk struct {
@@ -3125,7 +4024,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3137,7 +4036,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[46]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3150,7 +4049,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{46}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -3171,7 +4070,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3183,7 +4082,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[47]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3196,7 +4095,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{47}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EvaluateRequest) GetProject() string {
@@ -3225,7 +4124,7 @@ type EvaluateResponse struct {
 
 func (x *EvaluateResponse) Reset() {
 	*x = EvaluateResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +4136,7 @@ func (x *EvaluateResponse) String() string {
 func (*EvaluateResponse) ProtoMessage() {}
 
 func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[48]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +4149,7 @@ func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{48}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *EvaluateResponse) GetEvaluated() [][]byte {
@@ -3279,7 +4178,7 @@ type ImportVariable struct {
 
 func (x *ImportVariable) Reset() {
 	*x = ImportVariable{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +4190,7 @@ func (x *ImportVariable) String() string {
 func (*ImportVariable) ProtoMessage() {}
 
 func (x *ImportVariable) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[49]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +4203,7 @@ func (x *ImportVariable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportVariable.ProtoReflect.Descriptor instead.
 func (*ImportVariable) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{49}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ImportVariable) GetColumn() string {
@@ -3339,7 +4238,7 @@ type ImportHeader struct {
 
 func (x *ImportHeader) Reset() {
 	*x = ImportHeader{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +4250,7 @@ func (x *ImportHeader) String() string {
 func (*ImportHeader) ProtoMessage() {}
 
 func (x *ImportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[50]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +4263,7 @@ func (x *ImportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportHeader.ProtoReflect.Descriptor instead.
 func (*ImportHeader) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{50}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ImportHeader) GetProject() string {
@@ -3422,7 +4321,7 @@ type ImportPartnerFileRequest struct {
 
 func (x *ImportPartnerFileRequest) Reset() {
 	*x = ImportPartnerFileRequest{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3434,7 +4333,7 @@ func (x *ImportPartnerFileRequest) String() string {
 func (*ImportPartnerFileRequest) ProtoMessage() {}
 
 func (x *ImportPartnerFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[51]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3447,7 +4346,7 @@ func (x *ImportPartnerFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPartnerFileRequest.ProtoReflect.Descriptor instead.
 func (*ImportPartnerFileRequest) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{51}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ImportPartnerFileRequest) GetPart() isImportPartnerFileRequest_Part {
@@ -3496,20 +4395,18 @@ func (*ImportPartnerFileRequest_Data) isImportPartnerFileRequest_Part() {}
 type ImportPartnerFileResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The supplementary delivery's job.
-	Job  string `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	Rows int64  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
-	// Rows of the project's persons, and the others.
-	Matched   int64 `protobuf:"varint,3,opt,name=matched,proto3" json:"matched,omitempty"`
-	Unmatched int64 `protobuf:"varint,4,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
-	// The project's persons found in the file.
-	Persons       int64 `protobuf:"varint,5,opt,name=persons,proto3" json:"persons,omitempty"`
+	Job string `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Rows received. How many were of the project's persons goes to the
+	// extraction team (the job's report and the audit log), never to the
+	// partner: it would tell who is in the cohort.
+	Rows          int64 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ImportPartnerFileResponse) Reset() {
 	*x = ImportPartnerFileResponse{}
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +4418,7 @@ func (x *ImportPartnerFileResponse) String() string {
 func (*ImportPartnerFileResponse) ProtoMessage() {}
 
 func (x *ImportPartnerFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lopnr_v1_lopnr_proto_msgTypes[52]
+	mi := &file_lopnr_v1_lopnr_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +4431,7 @@ func (x *ImportPartnerFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPartnerFileResponse.ProtoReflect.Descriptor instead.
 func (*ImportPartnerFileResponse) Descriptor() ([]byte, []int) {
-	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{52}
+	return file_lopnr_v1_lopnr_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ImportPartnerFileResponse) GetJob() string {
@@ -3551,27 +4448,6 @@ func (x *ImportPartnerFileResponse) GetRows() int64 {
 	return 0
 }
 
-func (x *ImportPartnerFileResponse) GetMatched() int64 {
-	if x != nil {
-		return x.Matched
-	}
-	return 0
-}
-
-func (x *ImportPartnerFileResponse) GetUnmatched() int64 {
-	if x != nil {
-		return x.Unmatched
-	}
-	return 0
-}
-
-func (x *ImportPartnerFileResponse) GetPersons() int64 {
-	if x != nil {
-		return x.Persons
-	}
-	return 0
-}
-
 var File_lopnr_v1_lopnr_proto protoreflect.FileDescriptor
 
 const file_lopnr_v1_lopnr_proto_rawDesc = "" +
@@ -3582,7 +4458,43 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x06column\x18\x02 \x01(\tR\x06column\x12\x1e\n" +
 	"\n" +
 	"transforms\x18\x03 \x03(\tR\n" +
-	"transforms\"\x9e\x04\n" +
+	"transforms\"a\n" +
+	"\x0eApprovedSource\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aprofile\x18\x02 \x01(\tR\aprofile\x12!\n" +
+	"\fprofile_yaml\x18\x03 \x01(\tR\vprofileYaml\"\xed\x01\n" +
+	"\fProjectRules\x12I\n" +
+	"\x12approved_variables\x18\x01 \x03(\v2\x1a.lopnr.v1.ApprovedVariableR\x11approvedVariables\x12C\n" +
+	"\x10approved_sources\x18\x02 \x03(\v2\x18.lopnr.v1.ApprovedSourceR\x0fapprovedSources\x12-\n" +
+	"\x12allow_personnummer\x18\x03 \x01(\bR\x11allowPersonnummer\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x03(\tR\n" +
+	"recipients\"\x8b\x03\n" +
+	"\rProjectChange\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12+\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x15.lopnr.v1.ChangeStateR\x05state\x12\x1f\n" +
+	"\vproposed_by\x18\x04 \x01(\tR\n" +
+	"proposedBy\x126\n" +
+	"\bproposed\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bproposed\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vapproved_by\x18\a \x01(\tR\n" +
+	"approvedBy\x126\n" +
+	"\bapproved\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bapproved\x12,\n" +
+	"\x05rules\x18\t \x01(\v2\x16.lopnr.v1.ProjectRulesR\x05rules\x12+\n" +
+	"\apartner\x18\n" +
+	" \x01(\v2\x11.lopnr.v1.PartnerR\apartner\"v\n" +
+	"\x14ProposeChangeRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12,\n" +
+	"\x05rules\x18\x02 \x01(\v2\x16.lopnr.v1.ProjectRulesR\x05rules\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"@\n" +
+	"\x14ApproveChangeRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\".\n" +
+	"\x12ListChangesRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"H\n" +
+	"\x13ListChangesResponse\x121\n" +
+	"\achanges\x18\x01 \x03(\v2\x17.lopnr.v1.ProjectChangeR\achanges\"\x8c\x05\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aepm_dnr\x18\x02 \x01(\tR\x06epmDnr\x12I\n" +
@@ -3601,12 +4513,14 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\achanges\x18\v \x03(\v2\x19.lopnr.v1.RetentionChangeR\achanges\x12\x18\n" +
 	"\apersons\x18\f \x01(\x03R\apersons\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\r \x01(\tR\tcreatedBy\"\x9f\x01\n" +
+	"created_by\x18\r \x01(\tR\tcreatedBy\x12C\n" +
+	"\x10approved_sources\x18\x0e \x03(\v2\x18.lopnr.v1.ApprovedSourceR\x0fapprovedSources\x12'\n" +
+	"\x0fpending_changes\x18\x0f \x03(\tR\x0ependingChanges\"\x9f\x01\n" +
 	"\x0fRetentionChange\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
-	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x80\x02\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xc5\x02\n" +
 	"\x14CreateProjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aepm_dnr\x18\x02 \x01(\tR\x06epmDnr\x12I\n" +
@@ -3615,7 +4529,8 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x05 \x03(\tR\n" +
 	"recipients\x12%\n" +
-	"\x0eretention_days\x18\x06 \x01(\x05R\rretentionDays\"#\n" +
+	"\x0eretention_days\x18\x06 \x01(\x05R\rretentionDays\x12C\n" +
+	"\x10approved_sources\x18\a \x03(\v2\x18.lopnr.v1.ApprovedSourceR\x0fapprovedSources\"#\n" +
 	"\x11GetProjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
 	"\x13ListProjectsRequest\"E\n" +
@@ -3765,12 +4680,17 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"C\n" +
 	"\x11ListAuditResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.lopnr.v1.AuditEntryR\aentries\"\x14\n" +
-	"\x12VerifyAuditRequest\"w\n" +
+	"\x12VerifyAuditRequest\"\xe3\x01\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x03R\aheadSeq\x12\x1b\n" +
 	"\thead_hash\x18\x03 \x01(\tR\bheadHash\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem\"\x85\x02\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x05 \x01(\tR\n" +
+	"checkpoint\x12'\n" +
+	"\x0fcheckpoint_size\x18\x06 \x01(\x03R\x0echeckpointSize\x12!\n" +
+	"\fverifier_key\x18\a \x01(\tR\vverifierKey\"\xc4\x02\n" +
 	"\aPartner\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1c\n" +
@@ -3780,12 +4700,17 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\n" +
 	"registered\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"registered\x12#\n" +
-	"\rregistered_by\x18\a \x01(\tR\fregisteredBy\"\x95\x01\n" +
+	"\rregistered_by\x18\a \x01(\tR\fregisteredBy\x12\x1c\n" +
+	"\texchanges\x18\b \x03(\tR\texchanges\x12\x1f\n" +
+	"\vapproved_by\x18\t \x01(\tR\n" +
+	"approvedBy\"\xcb\x01\n" +
 	"\x16RegisterPartnerRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1c\n" +
 	"\trecipient\x18\x03 \x01(\tR\trecipient\x12'\n" +
-	"\x0fevaluate_budget\x18\x04 \x01(\x03R\x0eevaluateBudget\"/\n" +
+	"\x0fevaluate_budget\x18\x04 \x01(\x03R\x0eevaluateBudget\x12\x1c\n" +
+	"\texchanges\x18\x05 \x03(\tR\texchanges\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"/\n" +
 	"\x13ListPartnersRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\"E\n" +
 	"\x14ListPartnersResponse\x12-\n" +
@@ -3798,9 +4723,30 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x0foprf_public_key\x18\x03 \x01(\fR\roprfPublicKey\x12+\n" +
 	"\x11service_recipient\x18\x04 \x01(\tR\x10serviceRecipient\x12'\n" +
 	"\x0fevaluate_budget\x18\x05 \x01(\x03R\x0eevaluateBudget\x12\x1c\n" +
-	"\tevaluated\x18\x06 \x01(\x03R\tevaluated\"-\n" +
+	"\tevaluated\x18\x06 \x01(\x03R\tevaluated\"C\n" +
 	"\x11GetKeyFileRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\"\x1f\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05grant\x18\x02 \x01(\tR\x05grant\"\xad\x02\n" +
+	"\fKeyFileGrant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12\x18\n" +
+	"\apartner\x18\x03 \x01(\tR\apartner\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x128\n" +
+	"\trequested\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trequested\x12\x1f\n" +
+	"\vapproved_by\x18\x06 \x01(\tR\n" +
+	"approvedBy\x126\n" +
+	"\bapproved\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bapproved\x12.\n" +
+	"\x04used\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04used\"I\n" +
+	"\x15RequestKeyFileRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
+	"\x15ApproveKeyFileRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"4\n" +
+	"\x18ListKeyFileGrantsRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"K\n" +
+	"\x19ListKeyFileGrantsResponse\x12.\n" +
+	"\x06grants\x18\x01 \x03(\v2\x16.lopnr.v1.KeyFileGrantR\x06grants\"\x1f\n" +
 	"\tFileChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"E\n" +
 	"\x0fEvaluateRequest\x12\x18\n" +
@@ -3822,13 +4768,14 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x18ImportPartnerFileRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.lopnr.v1.ImportHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
-	"\x04part\"\x93\x01\n" +
+	"\x04part\"p\n" +
 	"\x19ImportPartnerFileResponse\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x12\n" +
-	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x18\n" +
-	"\amatched\x18\x03 \x01(\x03R\amatched\x12\x1c\n" +
-	"\tunmatched\x18\x04 \x01(\x03R\tunmatched\x12\x18\n" +
-	"\apersons\x18\x05 \x01(\x03R\apersons*\x9a\x01\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rowsJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06R\amatchedR\tunmatchedR\apersons*`\n" +
+	"\vChangeState\x12\x1c\n" +
+	"\x18CHANGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CHANGE_STATE_PENDING\x10\x01\x12\x19\n" +
+	"\x15CHANGE_STATE_APPROVED\x10\x02*\x9a\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -3844,7 +4791,7 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\aKeyedBy\x12\x18\n" +
 	"\x14KEYED_BY_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKEYED_BY_LOPNR\x10\x01\x12\x16\n" +
-	"\x12KEYED_BY_PSEUDONYM\x10\x022\xa7\x03\n" +
+	"\x12KEYED_BY_PSEUDONYM\x10\x022\x87\x05\n" +
 	"\x0eProjectService\x12B\n" +
 	"\rCreateProject\x12\x1e.lopnr.v1.CreateProjectRequest\x1a\x11.lopnr.v1.Project\x12<\n" +
 	"\n" +
@@ -3852,7 +4799,10 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\fListProjects\x12\x1d.lopnr.v1.ListProjectsRequest\x1a\x1e.lopnr.v1.ListProjectsResponse\x12F\n" +
 	"\x0fExtendRetention\x12 .lopnr.v1.ExtendRetentionRequest\x1a\x11.lopnr.v1.Project\x126\n" +
 	"\aSetHold\x12\x18.lopnr.v1.SetHoldRequest\x1a\x11.lopnr.v1.Project\x12D\n" +
-	"\x0eDestroyProject\x12\x1f.lopnr.v1.DestroyProjectRequest\x1a\x11.lopnr.v1.Receipt2\xae\x02\n" +
+	"\x0eDestroyProject\x12\x1f.lopnr.v1.DestroyProjectRequest\x1a\x11.lopnr.v1.Receipt\x12H\n" +
+	"\rProposeChange\x12\x1e.lopnr.v1.ProposeChangeRequest\x1a\x17.lopnr.v1.ProjectChange\x12H\n" +
+	"\rApproveChange\x12\x1e.lopnr.v1.ApproveChangeRequest\x1a\x17.lopnr.v1.ProjectChange\x12J\n" +
+	"\vListChanges\x12\x1c.lopnr.v1.ListChangesRequest\x1a\x1d.lopnr.v1.ListChangesResponse2\xae\x02\n" +
 	"\n" +
 	"JobService\x126\n" +
 	"\tSubmitJob\x12\x1a.lopnr.v1.SubmitJobRequest\x1a\r.lopnr.v1.Job\x120\n" +
@@ -3873,13 +4823,16 @@ const file_lopnr_v1_lopnr_proto_rawDesc = "" +
 	"\x05Sweep\x12\x16.lopnr.v1.SweepRequest\x1a\x17.lopnr.v1.SweepResponse2\xa0\x01\n" +
 	"\fAuditService\x12D\n" +
 	"\tListAudit\x12\x1a.lopnr.v1.ListAuditRequest\x1a\x1b.lopnr.v1.ListAuditResponse\x12J\n" +
-	"\vVerifyAudit\x12\x1c.lopnr.v1.VerifyAuditRequest\x1a\x1d.lopnr.v1.VerifyAuditResponse2\xda\x03\n" +
-	"\x0ePartnerService\x12F\n" +
-	"\x0fRegisterPartner\x12 .lopnr.v1.RegisterPartnerRequest\x1a\x11.lopnr.v1.Partner\x12M\n" +
+	"\vVerifyAudit\x12\x1c.lopnr.v1.VerifyAuditRequest\x1a\x1d.lopnr.v1.VerifyAuditResponse2\xd4\x05\n" +
+	"\x0ePartnerService\x12L\n" +
+	"\x0fRegisterPartner\x12 .lopnr.v1.RegisterPartnerRequest\x1a\x17.lopnr.v1.ProjectChange\x12M\n" +
 	"\fListPartners\x12\x1d.lopnr.v1.ListPartnersRequest\x1a\x1e.lopnr.v1.ListPartnersResponse\x12H\n" +
 	"\x0eGetPartnerKeys\x12\x1f.lopnr.v1.GetPartnerKeysRequest\x1a\x15.lopnr.v1.PartnerKeys\x12@\n" +
 	"\n" +
-	"GetKeyFile\x12\x1b.lopnr.v1.GetKeyFileRequest\x1a\x13.lopnr.v1.FileChunk0\x01\x12E\n" +
+	"GetKeyFile\x12\x1b.lopnr.v1.GetKeyFileRequest\x1a\x13.lopnr.v1.FileChunk0\x01\x12I\n" +
+	"\x0eRequestKeyFile\x12\x1f.lopnr.v1.RequestKeyFileRequest\x1a\x16.lopnr.v1.KeyFileGrant\x12I\n" +
+	"\x0eApproveKeyFile\x12\x1f.lopnr.v1.ApproveKeyFileRequest\x1a\x16.lopnr.v1.KeyFileGrant\x12\\\n" +
+	"\x11ListKeyFileGrants\x12\".lopnr.v1.ListKeyFileGrantsRequest\x1a#.lopnr.v1.ListKeyFileGrantsResponse\x12E\n" +
 	"\bEvaluate\x12\x19.lopnr.v1.EvaluateRequest\x1a\x1a.lopnr.v1.EvaluateResponse(\x010\x01\x12^\n" +
 	"\x11ImportPartnerFile\x12\".lopnr.v1.ImportPartnerFileRequest\x1a#.lopnr.v1.ImportPartnerFileResponse(\x01B/Z-github.com/lopnr/lopnr/proto/lopnr/v1;lopnrv1b\x06proto3"
 
@@ -3895,162 +4848,202 @@ func file_lopnr_v1_lopnr_proto_rawDescGZIP() []byte {
 	return file_lopnr_v1_lopnr_proto_rawDescData
 }
 
-var file_lopnr_v1_lopnr_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_lopnr_v1_lopnr_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_lopnr_v1_lopnr_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_lopnr_v1_lopnr_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_lopnr_v1_lopnr_proto_goTypes = []any{
-	(JobState)(0),                          // 0: lopnr.v1.JobState
-	(ReidentificationState)(0),             // 1: lopnr.v1.ReidentificationState
-	(KeyedBy)(0),                           // 2: lopnr.v1.KeyedBy
-	(*ApprovedVariable)(nil),               // 3: lopnr.v1.ApprovedVariable
-	(*Project)(nil),                        // 4: lopnr.v1.Project
-	(*RetentionChange)(nil),                // 5: lopnr.v1.RetentionChange
-	(*CreateProjectRequest)(nil),           // 6: lopnr.v1.CreateProjectRequest
-	(*GetProjectRequest)(nil),              // 7: lopnr.v1.GetProjectRequest
-	(*ListProjectsRequest)(nil),            // 8: lopnr.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),           // 9: lopnr.v1.ListProjectsResponse
-	(*ExtendRetentionRequest)(nil),         // 10: lopnr.v1.ExtendRetentionRequest
-	(*SetHoldRequest)(nil),                 // 11: lopnr.v1.SetHoldRequest
-	(*DestroyProjectRequest)(nil),          // 12: lopnr.v1.DestroyProjectRequest
-	(*Receipt)(nil),                        // 13: lopnr.v1.Receipt
-	(*JobEvent)(nil),                       // 14: lopnr.v1.JobEvent
-	(*Job)(nil),                            // 15: lopnr.v1.Job
-	(*SubmitJobRequest)(nil),               // 16: lopnr.v1.SubmitJobRequest
-	(*GetJobRequest)(nil),                  // 17: lopnr.v1.GetJobRequest
-	(*ListJobsRequest)(nil),                // 18: lopnr.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),               // 19: lopnr.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),               // 20: lopnr.v1.CancelJobRequest
-	(*WatchJobRequest)(nil),                // 21: lopnr.v1.WatchJobRequest
-	(*DeliveryFile)(nil),                   // 22: lopnr.v1.DeliveryFile
-	(*Delivery)(nil),                       // 23: lopnr.v1.Delivery
-	(*ListDeliveriesRequest)(nil),          // 24: lopnr.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),         // 25: lopnr.v1.ListDeliveriesResponse
-	(*ReleaseDeliveryRequest)(nil),         // 26: lopnr.v1.ReleaseDeliveryRequest
-	(*PresignDeliveryRequest)(nil),         // 27: lopnr.v1.PresignDeliveryRequest
-	(*PresignedFile)(nil),                  // 28: lopnr.v1.PresignedFile
-	(*PresignDeliveryResponse)(nil),        // 29: lopnr.v1.PresignDeliveryResponse
-	(*Reidentification)(nil),               // 30: lopnr.v1.Reidentification
-	(*RequestReidentificationRequest)(nil), // 31: lopnr.v1.RequestReidentificationRequest
-	(*ApproveReidentificationRequest)(nil), // 32: lopnr.v1.ApproveReidentificationRequest
-	(*ReidentifyRequest)(nil),              // 33: lopnr.v1.ReidentifyRequest
-	(*ReidentifyResponse)(nil),             // 34: lopnr.v1.ReidentifyResponse
-	(*SweepRequest)(nil),                   // 35: lopnr.v1.SweepRequest
-	(*SweepResponse)(nil),                  // 36: lopnr.v1.SweepResponse
-	(*AuditEntry)(nil),                     // 37: lopnr.v1.AuditEntry
-	(*ListAuditRequest)(nil),               // 38: lopnr.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),              // 39: lopnr.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),             // 40: lopnr.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),            // 41: lopnr.v1.VerifyAuditResponse
-	(*Partner)(nil),                        // 42: lopnr.v1.Partner
-	(*RegisterPartnerRequest)(nil),         // 43: lopnr.v1.RegisterPartnerRequest
-	(*ListPartnersRequest)(nil),            // 44: lopnr.v1.ListPartnersRequest
-	(*ListPartnersResponse)(nil),           // 45: lopnr.v1.ListPartnersResponse
-	(*GetPartnerKeysRequest)(nil),          // 46: lopnr.v1.GetPartnerKeysRequest
-	(*PartnerKeys)(nil),                    // 47: lopnr.v1.PartnerKeys
-	(*GetKeyFileRequest)(nil),              // 48: lopnr.v1.GetKeyFileRequest
-	(*FileChunk)(nil),                      // 49: lopnr.v1.FileChunk
-	(*EvaluateRequest)(nil),                // 50: lopnr.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),               // 51: lopnr.v1.EvaluateResponse
-	(*ImportVariable)(nil),                 // 52: lopnr.v1.ImportVariable
-	(*ImportHeader)(nil),                   // 53: lopnr.v1.ImportHeader
-	(*ImportPartnerFileRequest)(nil),       // 54: lopnr.v1.ImportPartnerFileRequest
-	(*ImportPartnerFileResponse)(nil),      // 55: lopnr.v1.ImportPartnerFileResponse
-	(*timestamppb.Timestamp)(nil),          // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 57: google.protobuf.Duration
+	(ChangeState)(0),                       // 0: lopnr.v1.ChangeState
+	(JobState)(0),                          // 1: lopnr.v1.JobState
+	(ReidentificationState)(0),             // 2: lopnr.v1.ReidentificationState
+	(KeyedBy)(0),                           // 3: lopnr.v1.KeyedBy
+	(*ApprovedVariable)(nil),               // 4: lopnr.v1.ApprovedVariable
+	(*ApprovedSource)(nil),                 // 5: lopnr.v1.ApprovedSource
+	(*ProjectRules)(nil),                   // 6: lopnr.v1.ProjectRules
+	(*ProjectChange)(nil),                  // 7: lopnr.v1.ProjectChange
+	(*ProposeChangeRequest)(nil),           // 8: lopnr.v1.ProposeChangeRequest
+	(*ApproveChangeRequest)(nil),           // 9: lopnr.v1.ApproveChangeRequest
+	(*ListChangesRequest)(nil),             // 10: lopnr.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),            // 11: lopnr.v1.ListChangesResponse
+	(*Project)(nil),                        // 12: lopnr.v1.Project
+	(*RetentionChange)(nil),                // 13: lopnr.v1.RetentionChange
+	(*CreateProjectRequest)(nil),           // 14: lopnr.v1.CreateProjectRequest
+	(*GetProjectRequest)(nil),              // 15: lopnr.v1.GetProjectRequest
+	(*ListProjectsRequest)(nil),            // 16: lopnr.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),           // 17: lopnr.v1.ListProjectsResponse
+	(*ExtendRetentionRequest)(nil),         // 18: lopnr.v1.ExtendRetentionRequest
+	(*SetHoldRequest)(nil),                 // 19: lopnr.v1.SetHoldRequest
+	(*DestroyProjectRequest)(nil),          // 20: lopnr.v1.DestroyProjectRequest
+	(*Receipt)(nil),                        // 21: lopnr.v1.Receipt
+	(*JobEvent)(nil),                       // 22: lopnr.v1.JobEvent
+	(*Job)(nil),                            // 23: lopnr.v1.Job
+	(*SubmitJobRequest)(nil),               // 24: lopnr.v1.SubmitJobRequest
+	(*GetJobRequest)(nil),                  // 25: lopnr.v1.GetJobRequest
+	(*ListJobsRequest)(nil),                // 26: lopnr.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),               // 27: lopnr.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),               // 28: lopnr.v1.CancelJobRequest
+	(*WatchJobRequest)(nil),                // 29: lopnr.v1.WatchJobRequest
+	(*DeliveryFile)(nil),                   // 30: lopnr.v1.DeliveryFile
+	(*Delivery)(nil),                       // 31: lopnr.v1.Delivery
+	(*ListDeliveriesRequest)(nil),          // 32: lopnr.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),         // 33: lopnr.v1.ListDeliveriesResponse
+	(*ReleaseDeliveryRequest)(nil),         // 34: lopnr.v1.ReleaseDeliveryRequest
+	(*PresignDeliveryRequest)(nil),         // 35: lopnr.v1.PresignDeliveryRequest
+	(*PresignedFile)(nil),                  // 36: lopnr.v1.PresignedFile
+	(*PresignDeliveryResponse)(nil),        // 37: lopnr.v1.PresignDeliveryResponse
+	(*Reidentification)(nil),               // 38: lopnr.v1.Reidentification
+	(*RequestReidentificationRequest)(nil), // 39: lopnr.v1.RequestReidentificationRequest
+	(*ApproveReidentificationRequest)(nil), // 40: lopnr.v1.ApproveReidentificationRequest
+	(*ReidentifyRequest)(nil),              // 41: lopnr.v1.ReidentifyRequest
+	(*ReidentifyResponse)(nil),             // 42: lopnr.v1.ReidentifyResponse
+	(*SweepRequest)(nil),                   // 43: lopnr.v1.SweepRequest
+	(*SweepResponse)(nil),                  // 44: lopnr.v1.SweepResponse
+	(*AuditEntry)(nil),                     // 45: lopnr.v1.AuditEntry
+	(*ListAuditRequest)(nil),               // 46: lopnr.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 47: lopnr.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),             // 48: lopnr.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),            // 49: lopnr.v1.VerifyAuditResponse
+	(*Partner)(nil),                        // 50: lopnr.v1.Partner
+	(*RegisterPartnerRequest)(nil),         // 51: lopnr.v1.RegisterPartnerRequest
+	(*ListPartnersRequest)(nil),            // 52: lopnr.v1.ListPartnersRequest
+	(*ListPartnersResponse)(nil),           // 53: lopnr.v1.ListPartnersResponse
+	(*GetPartnerKeysRequest)(nil),          // 54: lopnr.v1.GetPartnerKeysRequest
+	(*PartnerKeys)(nil),                    // 55: lopnr.v1.PartnerKeys
+	(*GetKeyFileRequest)(nil),              // 56: lopnr.v1.GetKeyFileRequest
+	(*KeyFileGrant)(nil),                   // 57: lopnr.v1.KeyFileGrant
+	(*RequestKeyFileRequest)(nil),          // 58: lopnr.v1.RequestKeyFileRequest
+	(*ApproveKeyFileRequest)(nil),          // 59: lopnr.v1.ApproveKeyFileRequest
+	(*ListKeyFileGrantsRequest)(nil),       // 60: lopnr.v1.ListKeyFileGrantsRequest
+	(*ListKeyFileGrantsResponse)(nil),      // 61: lopnr.v1.ListKeyFileGrantsResponse
+	(*FileChunk)(nil),                      // 62: lopnr.v1.FileChunk
+	(*EvaluateRequest)(nil),                // 63: lopnr.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),               // 64: lopnr.v1.EvaluateResponse
+	(*ImportVariable)(nil),                 // 65: lopnr.v1.ImportVariable
+	(*ImportHeader)(nil),                   // 66: lopnr.v1.ImportHeader
+	(*ImportPartnerFileRequest)(nil),       // 67: lopnr.v1.ImportPartnerFileRequest
+	(*ImportPartnerFileResponse)(nil),      // 68: lopnr.v1.ImportPartnerFileResponse
+	(*timestamppb.Timestamp)(nil),          // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 70: google.protobuf.Duration
 }
 var file_lopnr_v1_lopnr_proto_depIdxs = []int32{
-	3,  // 0: lopnr.v1.Project.approved_variables:type_name -> lopnr.v1.ApprovedVariable
-	56, // 1: lopnr.v1.Project.created:type_name -> google.protobuf.Timestamp
-	56, // 2: lopnr.v1.Project.retain_until:type_name -> google.protobuf.Timestamp
-	56, // 3: lopnr.v1.Project.destroyed:type_name -> google.protobuf.Timestamp
-	5,  // 4: lopnr.v1.Project.changes:type_name -> lopnr.v1.RetentionChange
-	56, // 5: lopnr.v1.RetentionChange.at:type_name -> google.protobuf.Timestamp
-	56, // 6: lopnr.v1.RetentionChange.until:type_name -> google.protobuf.Timestamp
-	3,  // 7: lopnr.v1.CreateProjectRequest.approved_variables:type_name -> lopnr.v1.ApprovedVariable
-	4,  // 8: lopnr.v1.ListProjectsResponse.projects:type_name -> lopnr.v1.Project
-	56, // 9: lopnr.v1.ExtendRetentionRequest.retain_until:type_name -> google.protobuf.Timestamp
-	56, // 10: lopnr.v1.Receipt.destroyed_at:type_name -> google.protobuf.Timestamp
-	56, // 11: lopnr.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
-	0,  // 12: lopnr.v1.JobEvent.state:type_name -> lopnr.v1.JobState
-	0,  // 13: lopnr.v1.Job.state:type_name -> lopnr.v1.JobState
-	56, // 14: lopnr.v1.Job.created:type_name -> google.protobuf.Timestamp
-	56, // 15: lopnr.v1.Job.started:type_name -> google.protobuf.Timestamp
-	56, // 16: lopnr.v1.Job.finished:type_name -> google.protobuf.Timestamp
-	14, // 17: lopnr.v1.Job.last:type_name -> lopnr.v1.JobEvent
-	15, // 18: lopnr.v1.ListJobsResponse.jobs:type_name -> lopnr.v1.Job
-	56, // 19: lopnr.v1.Delivery.created:type_name -> google.protobuf.Timestamp
-	56, // 20: lopnr.v1.Delivery.released_at:type_name -> google.protobuf.Timestamp
-	22, // 21: lopnr.v1.Delivery.files:type_name -> lopnr.v1.DeliveryFile
-	23, // 22: lopnr.v1.ListDeliveriesResponse.deliveries:type_name -> lopnr.v1.Delivery
-	57, // 23: lopnr.v1.PresignDeliveryRequest.expiry:type_name -> google.protobuf.Duration
-	56, // 24: lopnr.v1.PresignedFile.expires:type_name -> google.protobuf.Timestamp
-	28, // 25: lopnr.v1.PresignDeliveryResponse.files:type_name -> lopnr.v1.PresignedFile
-	1,  // 26: lopnr.v1.Reidentification.state:type_name -> lopnr.v1.ReidentificationState
-	56, // 27: lopnr.v1.Reidentification.created:type_name -> google.protobuf.Timestamp
-	13, // 28: lopnr.v1.SweepResponse.receipts:type_name -> lopnr.v1.Receipt
-	56, // 29: lopnr.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	37, // 30: lopnr.v1.ListAuditResponse.entries:type_name -> lopnr.v1.AuditEntry
-	56, // 31: lopnr.v1.Partner.registered:type_name -> google.protobuf.Timestamp
-	42, // 32: lopnr.v1.ListPartnersResponse.partners:type_name -> lopnr.v1.Partner
-	2,  // 33: lopnr.v1.ImportHeader.keyed_by:type_name -> lopnr.v1.KeyedBy
-	52, // 34: lopnr.v1.ImportHeader.variables:type_name -> lopnr.v1.ImportVariable
-	53, // 35: lopnr.v1.ImportPartnerFileRequest.header:type_name -> lopnr.v1.ImportHeader
-	6,  // 36: lopnr.v1.ProjectService.CreateProject:input_type -> lopnr.v1.CreateProjectRequest
-	7,  // 37: lopnr.v1.ProjectService.GetProject:input_type -> lopnr.v1.GetProjectRequest
-	8,  // 38: lopnr.v1.ProjectService.ListProjects:input_type -> lopnr.v1.ListProjectsRequest
-	10, // 39: lopnr.v1.ProjectService.ExtendRetention:input_type -> lopnr.v1.ExtendRetentionRequest
-	11, // 40: lopnr.v1.ProjectService.SetHold:input_type -> lopnr.v1.SetHoldRequest
-	12, // 41: lopnr.v1.ProjectService.DestroyProject:input_type -> lopnr.v1.DestroyProjectRequest
-	16, // 42: lopnr.v1.JobService.SubmitJob:input_type -> lopnr.v1.SubmitJobRequest
-	17, // 43: lopnr.v1.JobService.GetJob:input_type -> lopnr.v1.GetJobRequest
-	18, // 44: lopnr.v1.JobService.ListJobs:input_type -> lopnr.v1.ListJobsRequest
-	20, // 45: lopnr.v1.JobService.CancelJob:input_type -> lopnr.v1.CancelJobRequest
-	21, // 46: lopnr.v1.JobService.WatchJob:input_type -> lopnr.v1.WatchJobRequest
-	24, // 47: lopnr.v1.DeliveryService.ListDeliveries:input_type -> lopnr.v1.ListDeliveriesRequest
-	26, // 48: lopnr.v1.DeliveryService.ReleaseDelivery:input_type -> lopnr.v1.ReleaseDeliveryRequest
-	27, // 49: lopnr.v1.DeliveryService.PresignDelivery:input_type -> lopnr.v1.PresignDeliveryRequest
-	31, // 50: lopnr.v1.KeyService.RequestReidentification:input_type -> lopnr.v1.RequestReidentificationRequest
-	32, // 51: lopnr.v1.KeyService.ApproveReidentification:input_type -> lopnr.v1.ApproveReidentificationRequest
-	33, // 52: lopnr.v1.KeyService.Reidentify:input_type -> lopnr.v1.ReidentifyRequest
-	35, // 53: lopnr.v1.KeyService.Sweep:input_type -> lopnr.v1.SweepRequest
-	38, // 54: lopnr.v1.AuditService.ListAudit:input_type -> lopnr.v1.ListAuditRequest
-	40, // 55: lopnr.v1.AuditService.VerifyAudit:input_type -> lopnr.v1.VerifyAuditRequest
-	43, // 56: lopnr.v1.PartnerService.RegisterPartner:input_type -> lopnr.v1.RegisterPartnerRequest
-	44, // 57: lopnr.v1.PartnerService.ListPartners:input_type -> lopnr.v1.ListPartnersRequest
-	46, // 58: lopnr.v1.PartnerService.GetPartnerKeys:input_type -> lopnr.v1.GetPartnerKeysRequest
-	48, // 59: lopnr.v1.PartnerService.GetKeyFile:input_type -> lopnr.v1.GetKeyFileRequest
-	50, // 60: lopnr.v1.PartnerService.Evaluate:input_type -> lopnr.v1.EvaluateRequest
-	54, // 61: lopnr.v1.PartnerService.ImportPartnerFile:input_type -> lopnr.v1.ImportPartnerFileRequest
-	4,  // 62: lopnr.v1.ProjectService.CreateProject:output_type -> lopnr.v1.Project
-	4,  // 63: lopnr.v1.ProjectService.GetProject:output_type -> lopnr.v1.Project
-	9,  // 64: lopnr.v1.ProjectService.ListProjects:output_type -> lopnr.v1.ListProjectsResponse
-	4,  // 65: lopnr.v1.ProjectService.ExtendRetention:output_type -> lopnr.v1.Project
-	4,  // 66: lopnr.v1.ProjectService.SetHold:output_type -> lopnr.v1.Project
-	13, // 67: lopnr.v1.ProjectService.DestroyProject:output_type -> lopnr.v1.Receipt
-	15, // 68: lopnr.v1.JobService.SubmitJob:output_type -> lopnr.v1.Job
-	15, // 69: lopnr.v1.JobService.GetJob:output_type -> lopnr.v1.Job
-	19, // 70: lopnr.v1.JobService.ListJobs:output_type -> lopnr.v1.ListJobsResponse
-	15, // 71: lopnr.v1.JobService.CancelJob:output_type -> lopnr.v1.Job
-	14, // 72: lopnr.v1.JobService.WatchJob:output_type -> lopnr.v1.JobEvent
-	25, // 73: lopnr.v1.DeliveryService.ListDeliveries:output_type -> lopnr.v1.ListDeliveriesResponse
-	23, // 74: lopnr.v1.DeliveryService.ReleaseDelivery:output_type -> lopnr.v1.Delivery
-	29, // 75: lopnr.v1.DeliveryService.PresignDelivery:output_type -> lopnr.v1.PresignDeliveryResponse
-	30, // 76: lopnr.v1.KeyService.RequestReidentification:output_type -> lopnr.v1.Reidentification
-	30, // 77: lopnr.v1.KeyService.ApproveReidentification:output_type -> lopnr.v1.Reidentification
-	34, // 78: lopnr.v1.KeyService.Reidentify:output_type -> lopnr.v1.ReidentifyResponse
-	36, // 79: lopnr.v1.KeyService.Sweep:output_type -> lopnr.v1.SweepResponse
-	39, // 80: lopnr.v1.AuditService.ListAudit:output_type -> lopnr.v1.ListAuditResponse
-	41, // 81: lopnr.v1.AuditService.VerifyAudit:output_type -> lopnr.v1.VerifyAuditResponse
-	42, // 82: lopnr.v1.PartnerService.RegisterPartner:output_type -> lopnr.v1.Partner
-	45, // 83: lopnr.v1.PartnerService.ListPartners:output_type -> lopnr.v1.ListPartnersResponse
-	47, // 84: lopnr.v1.PartnerService.GetPartnerKeys:output_type -> lopnr.v1.PartnerKeys
-	49, // 85: lopnr.v1.PartnerService.GetKeyFile:output_type -> lopnr.v1.FileChunk
-	51, // 86: lopnr.v1.PartnerService.Evaluate:output_type -> lopnr.v1.EvaluateResponse
-	55, // 87: lopnr.v1.PartnerService.ImportPartnerFile:output_type -> lopnr.v1.ImportPartnerFileResponse
-	62, // [62:88] is the sub-list for method output_type
-	36, // [36:62] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	4,  // 0: lopnr.v1.ProjectRules.approved_variables:type_name -> lopnr.v1.ApprovedVariable
+	5,  // 1: lopnr.v1.ProjectRules.approved_sources:type_name -> lopnr.v1.ApprovedSource
+	0,  // 2: lopnr.v1.ProjectChange.state:type_name -> lopnr.v1.ChangeState
+	69, // 3: lopnr.v1.ProjectChange.proposed:type_name -> google.protobuf.Timestamp
+	69, // 4: lopnr.v1.ProjectChange.approved:type_name -> google.protobuf.Timestamp
+	6,  // 5: lopnr.v1.ProjectChange.rules:type_name -> lopnr.v1.ProjectRules
+	50, // 6: lopnr.v1.ProjectChange.partner:type_name -> lopnr.v1.Partner
+	6,  // 7: lopnr.v1.ProposeChangeRequest.rules:type_name -> lopnr.v1.ProjectRules
+	7,  // 8: lopnr.v1.ListChangesResponse.changes:type_name -> lopnr.v1.ProjectChange
+	4,  // 9: lopnr.v1.Project.approved_variables:type_name -> lopnr.v1.ApprovedVariable
+	69, // 10: lopnr.v1.Project.created:type_name -> google.protobuf.Timestamp
+	69, // 11: lopnr.v1.Project.retain_until:type_name -> google.protobuf.Timestamp
+	69, // 12: lopnr.v1.Project.destroyed:type_name -> google.protobuf.Timestamp
+	13, // 13: lopnr.v1.Project.changes:type_name -> lopnr.v1.RetentionChange
+	5,  // 14: lopnr.v1.Project.approved_sources:type_name -> lopnr.v1.ApprovedSource
+	69, // 15: lopnr.v1.RetentionChange.at:type_name -> google.protobuf.Timestamp
+	69, // 16: lopnr.v1.RetentionChange.until:type_name -> google.protobuf.Timestamp
+	4,  // 17: lopnr.v1.CreateProjectRequest.approved_variables:type_name -> lopnr.v1.ApprovedVariable
+	5,  // 18: lopnr.v1.CreateProjectRequest.approved_sources:type_name -> lopnr.v1.ApprovedSource
+	12, // 19: lopnr.v1.ListProjectsResponse.projects:type_name -> lopnr.v1.Project
+	69, // 20: lopnr.v1.ExtendRetentionRequest.retain_until:type_name -> google.protobuf.Timestamp
+	69, // 21: lopnr.v1.Receipt.destroyed_at:type_name -> google.protobuf.Timestamp
+	69, // 22: lopnr.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
+	1,  // 23: lopnr.v1.JobEvent.state:type_name -> lopnr.v1.JobState
+	1,  // 24: lopnr.v1.Job.state:type_name -> lopnr.v1.JobState
+	69, // 25: lopnr.v1.Job.created:type_name -> google.protobuf.Timestamp
+	69, // 26: lopnr.v1.Job.started:type_name -> google.protobuf.Timestamp
+	69, // 27: lopnr.v1.Job.finished:type_name -> google.protobuf.Timestamp
+	22, // 28: lopnr.v1.Job.last:type_name -> lopnr.v1.JobEvent
+	23, // 29: lopnr.v1.ListJobsResponse.jobs:type_name -> lopnr.v1.Job
+	69, // 30: lopnr.v1.Delivery.created:type_name -> google.protobuf.Timestamp
+	69, // 31: lopnr.v1.Delivery.released_at:type_name -> google.protobuf.Timestamp
+	30, // 32: lopnr.v1.Delivery.files:type_name -> lopnr.v1.DeliveryFile
+	31, // 33: lopnr.v1.ListDeliveriesResponse.deliveries:type_name -> lopnr.v1.Delivery
+	70, // 34: lopnr.v1.PresignDeliveryRequest.expiry:type_name -> google.protobuf.Duration
+	69, // 35: lopnr.v1.PresignedFile.expires:type_name -> google.protobuf.Timestamp
+	36, // 36: lopnr.v1.PresignDeliveryResponse.files:type_name -> lopnr.v1.PresignedFile
+	2,  // 37: lopnr.v1.Reidentification.state:type_name -> lopnr.v1.ReidentificationState
+	69, // 38: lopnr.v1.Reidentification.created:type_name -> google.protobuf.Timestamp
+	21, // 39: lopnr.v1.SweepResponse.receipts:type_name -> lopnr.v1.Receipt
+	69, // 40: lopnr.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	45, // 41: lopnr.v1.ListAuditResponse.entries:type_name -> lopnr.v1.AuditEntry
+	69, // 42: lopnr.v1.Partner.registered:type_name -> google.protobuf.Timestamp
+	50, // 43: lopnr.v1.ListPartnersResponse.partners:type_name -> lopnr.v1.Partner
+	69, // 44: lopnr.v1.KeyFileGrant.requested:type_name -> google.protobuf.Timestamp
+	69, // 45: lopnr.v1.KeyFileGrant.approved:type_name -> google.protobuf.Timestamp
+	69, // 46: lopnr.v1.KeyFileGrant.used:type_name -> google.protobuf.Timestamp
+	57, // 47: lopnr.v1.ListKeyFileGrantsResponse.grants:type_name -> lopnr.v1.KeyFileGrant
+	3,  // 48: lopnr.v1.ImportHeader.keyed_by:type_name -> lopnr.v1.KeyedBy
+	65, // 49: lopnr.v1.ImportHeader.variables:type_name -> lopnr.v1.ImportVariable
+	66, // 50: lopnr.v1.ImportPartnerFileRequest.header:type_name -> lopnr.v1.ImportHeader
+	14, // 51: lopnr.v1.ProjectService.CreateProject:input_type -> lopnr.v1.CreateProjectRequest
+	15, // 52: lopnr.v1.ProjectService.GetProject:input_type -> lopnr.v1.GetProjectRequest
+	16, // 53: lopnr.v1.ProjectService.ListProjects:input_type -> lopnr.v1.ListProjectsRequest
+	18, // 54: lopnr.v1.ProjectService.ExtendRetention:input_type -> lopnr.v1.ExtendRetentionRequest
+	19, // 55: lopnr.v1.ProjectService.SetHold:input_type -> lopnr.v1.SetHoldRequest
+	20, // 56: lopnr.v1.ProjectService.DestroyProject:input_type -> lopnr.v1.DestroyProjectRequest
+	8,  // 57: lopnr.v1.ProjectService.ProposeChange:input_type -> lopnr.v1.ProposeChangeRequest
+	9,  // 58: lopnr.v1.ProjectService.ApproveChange:input_type -> lopnr.v1.ApproveChangeRequest
+	10, // 59: lopnr.v1.ProjectService.ListChanges:input_type -> lopnr.v1.ListChangesRequest
+	24, // 60: lopnr.v1.JobService.SubmitJob:input_type -> lopnr.v1.SubmitJobRequest
+	25, // 61: lopnr.v1.JobService.GetJob:input_type -> lopnr.v1.GetJobRequest
+	26, // 62: lopnr.v1.JobService.ListJobs:input_type -> lopnr.v1.ListJobsRequest
+	28, // 63: lopnr.v1.JobService.CancelJob:input_type -> lopnr.v1.CancelJobRequest
+	29, // 64: lopnr.v1.JobService.WatchJob:input_type -> lopnr.v1.WatchJobRequest
+	32, // 65: lopnr.v1.DeliveryService.ListDeliveries:input_type -> lopnr.v1.ListDeliveriesRequest
+	34, // 66: lopnr.v1.DeliveryService.ReleaseDelivery:input_type -> lopnr.v1.ReleaseDeliveryRequest
+	35, // 67: lopnr.v1.DeliveryService.PresignDelivery:input_type -> lopnr.v1.PresignDeliveryRequest
+	39, // 68: lopnr.v1.KeyService.RequestReidentification:input_type -> lopnr.v1.RequestReidentificationRequest
+	40, // 69: lopnr.v1.KeyService.ApproveReidentification:input_type -> lopnr.v1.ApproveReidentificationRequest
+	41, // 70: lopnr.v1.KeyService.Reidentify:input_type -> lopnr.v1.ReidentifyRequest
+	43, // 71: lopnr.v1.KeyService.Sweep:input_type -> lopnr.v1.SweepRequest
+	46, // 72: lopnr.v1.AuditService.ListAudit:input_type -> lopnr.v1.ListAuditRequest
+	48, // 73: lopnr.v1.AuditService.VerifyAudit:input_type -> lopnr.v1.VerifyAuditRequest
+	51, // 74: lopnr.v1.PartnerService.RegisterPartner:input_type -> lopnr.v1.RegisterPartnerRequest
+	52, // 75: lopnr.v1.PartnerService.ListPartners:input_type -> lopnr.v1.ListPartnersRequest
+	54, // 76: lopnr.v1.PartnerService.GetPartnerKeys:input_type -> lopnr.v1.GetPartnerKeysRequest
+	56, // 77: lopnr.v1.PartnerService.GetKeyFile:input_type -> lopnr.v1.GetKeyFileRequest
+	58, // 78: lopnr.v1.PartnerService.RequestKeyFile:input_type -> lopnr.v1.RequestKeyFileRequest
+	59, // 79: lopnr.v1.PartnerService.ApproveKeyFile:input_type -> lopnr.v1.ApproveKeyFileRequest
+	60, // 80: lopnr.v1.PartnerService.ListKeyFileGrants:input_type -> lopnr.v1.ListKeyFileGrantsRequest
+	63, // 81: lopnr.v1.PartnerService.Evaluate:input_type -> lopnr.v1.EvaluateRequest
+	67, // 82: lopnr.v1.PartnerService.ImportPartnerFile:input_type -> lopnr.v1.ImportPartnerFileRequest
+	12, // 83: lopnr.v1.ProjectService.CreateProject:output_type -> lopnr.v1.Project
+	12, // 84: lopnr.v1.ProjectService.GetProject:output_type -> lopnr.v1.Project
+	17, // 85: lopnr.v1.ProjectService.ListProjects:output_type -> lopnr.v1.ListProjectsResponse
+	12, // 86: lopnr.v1.ProjectService.ExtendRetention:output_type -> lopnr.v1.Project
+	12, // 87: lopnr.v1.ProjectService.SetHold:output_type -> lopnr.v1.Project
+	21, // 88: lopnr.v1.ProjectService.DestroyProject:output_type -> lopnr.v1.Receipt
+	7,  // 89: lopnr.v1.ProjectService.ProposeChange:output_type -> lopnr.v1.ProjectChange
+	7,  // 90: lopnr.v1.ProjectService.ApproveChange:output_type -> lopnr.v1.ProjectChange
+	11, // 91: lopnr.v1.ProjectService.ListChanges:output_type -> lopnr.v1.ListChangesResponse
+	23, // 92: lopnr.v1.JobService.SubmitJob:output_type -> lopnr.v1.Job
+	23, // 93: lopnr.v1.JobService.GetJob:output_type -> lopnr.v1.Job
+	27, // 94: lopnr.v1.JobService.ListJobs:output_type -> lopnr.v1.ListJobsResponse
+	23, // 95: lopnr.v1.JobService.CancelJob:output_type -> lopnr.v1.Job
+	22, // 96: lopnr.v1.JobService.WatchJob:output_type -> lopnr.v1.JobEvent
+	33, // 97: lopnr.v1.DeliveryService.ListDeliveries:output_type -> lopnr.v1.ListDeliveriesResponse
+	31, // 98: lopnr.v1.DeliveryService.ReleaseDelivery:output_type -> lopnr.v1.Delivery
+	37, // 99: lopnr.v1.DeliveryService.PresignDelivery:output_type -> lopnr.v1.PresignDeliveryResponse
+	38, // 100: lopnr.v1.KeyService.RequestReidentification:output_type -> lopnr.v1.Reidentification
+	38, // 101: lopnr.v1.KeyService.ApproveReidentification:output_type -> lopnr.v1.Reidentification
+	42, // 102: lopnr.v1.KeyService.Reidentify:output_type -> lopnr.v1.ReidentifyResponse
+	44, // 103: lopnr.v1.KeyService.Sweep:output_type -> lopnr.v1.SweepResponse
+	47, // 104: lopnr.v1.AuditService.ListAudit:output_type -> lopnr.v1.ListAuditResponse
+	49, // 105: lopnr.v1.AuditService.VerifyAudit:output_type -> lopnr.v1.VerifyAuditResponse
+	7,  // 106: lopnr.v1.PartnerService.RegisterPartner:output_type -> lopnr.v1.ProjectChange
+	53, // 107: lopnr.v1.PartnerService.ListPartners:output_type -> lopnr.v1.ListPartnersResponse
+	55, // 108: lopnr.v1.PartnerService.GetPartnerKeys:output_type -> lopnr.v1.PartnerKeys
+	62, // 109: lopnr.v1.PartnerService.GetKeyFile:output_type -> lopnr.v1.FileChunk
+	57, // 110: lopnr.v1.PartnerService.RequestKeyFile:output_type -> lopnr.v1.KeyFileGrant
+	57, // 111: lopnr.v1.PartnerService.ApproveKeyFile:output_type -> lopnr.v1.KeyFileGrant
+	61, // 112: lopnr.v1.PartnerService.ListKeyFileGrants:output_type -> lopnr.v1.ListKeyFileGrantsResponse
+	64, // 113: lopnr.v1.PartnerService.Evaluate:output_type -> lopnr.v1.EvaluateResponse
+	68, // 114: lopnr.v1.PartnerService.ImportPartnerFile:output_type -> lopnr.v1.ImportPartnerFileResponse
+	83, // [83:115] is the sub-list for method output_type
+	51, // [51:83] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_lopnr_v1_lopnr_proto_init() }
@@ -4058,7 +5051,7 @@ func file_lopnr_v1_lopnr_proto_init() {
 	if File_lopnr_v1_lopnr_proto != nil {
 		return
 	}
-	file_lopnr_v1_lopnr_proto_msgTypes[51].OneofWrappers = []any{
+	file_lopnr_v1_lopnr_proto_msgTypes[63].OneofWrappers = []any{
 		(*ImportPartnerFileRequest_Header)(nil),
 		(*ImportPartnerFileRequest_Data)(nil),
 	}
@@ -4067,8 +5060,8 @@ func file_lopnr_v1_lopnr_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lopnr_v1_lopnr_proto_rawDesc), len(file_lopnr_v1_lopnr_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   53,
+			NumEnums:      4,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

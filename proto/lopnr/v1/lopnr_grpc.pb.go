@@ -31,6 +31,9 @@ const (
 	ProjectService_ExtendRetention_FullMethodName = "/lopnr.v1.ProjectService/ExtendRetention"
 	ProjectService_SetHold_FullMethodName         = "/lopnr.v1.ProjectService/SetHold"
 	ProjectService_DestroyProject_FullMethodName  = "/lopnr.v1.ProjectService/DestroyProject"
+	ProjectService_ProposeChange_FullMethodName   = "/lopnr.v1.ProjectService/ProposeChange"
+	ProjectService_ApproveChange_FullMethodName   = "/lopnr.v1.ProjectService/ApproveChange"
+	ProjectService_ListChanges_FullMethodName     = "/lopnr.v1.ProjectService/ListChanges"
 )
 
 // ProjectServiceClient is the client API for ProjectService service.
@@ -56,6 +59,17 @@ type ProjectServiceClient interface {
 	// DestroyProject destroys the kodnyckel now and returns the receipt. Role
 	// approver or admin; a reason is required. Refused under a legal hold.
 	DestroyProject(ctx context.Context, in *DestroyProjectRequest, opts ...grpc.CallOption) (*Receipt, error)
+	// ProposeChange proposes new rules for a project: its approved variables
+	// and sources, allow_personnummer and recipients, replaced as a whole.
+	// They take effect only when a different person approves them
+	// (ApproveChange); jobs use only approved rules. Role extractor,
+	// approver or admin.
+	ProposeChange(ctx context.Context, in *ProposeChangeRequest, opts ...grpc.CallOption) (*ProjectChange, error)
+	// ApproveChange approves a pending change of a project's rules or
+	// partners. Role approver; never the person who proposed it.
+	ApproveChange(ctx context.Context, in *ApproveChangeRequest, opts ...grpc.CallOption) (*ProjectChange, error)
+	// ListChanges lists a project's changes, pending and decided.
+	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
 }
 
 type projectServiceClient struct {
@@ -126,6 +140,36 @@ func (c *projectServiceClient) DestroyProject(ctx context.Context, in *DestroyPr
 	return out, nil
 }
 
+func (c *projectServiceClient) ProposeChange(ctx context.Context, in *ProposeChangeRequest, opts ...grpc.CallOption) (*ProjectChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProjectChange)
+	err := c.cc.Invoke(ctx, ProjectService_ProposeChange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *projectServiceClient) ApproveChange(ctx context.Context, in *ApproveChangeRequest, opts ...grpc.CallOption) (*ProjectChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProjectChange)
+	err := c.cc.Invoke(ctx, ProjectService_ApproveChange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *projectServiceClient) ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChangesResponse)
+	err := c.cc.Invoke(ctx, ProjectService_ListChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProjectServiceServer is the server API for ProjectService service.
 // All implementations must embed UnimplementedProjectServiceServer
 // for forward compatibility.
@@ -149,6 +193,17 @@ type ProjectServiceServer interface {
 	// DestroyProject destroys the kodnyckel now and returns the receipt. Role
 	// approver or admin; a reason is required. Refused under a legal hold.
 	DestroyProject(context.Context, *DestroyProjectRequest) (*Receipt, error)
+	// ProposeChange proposes new rules for a project: its approved variables
+	// and sources, allow_personnummer and recipients, replaced as a whole.
+	// They take effect only when a different person approves them
+	// (ApproveChange); jobs use only approved rules. Role extractor,
+	// approver or admin.
+	ProposeChange(context.Context, *ProposeChangeRequest) (*ProjectChange, error)
+	// ApproveChange approves a pending change of a project's rules or
+	// partners. Role approver; never the person who proposed it.
+	ApproveChange(context.Context, *ApproveChangeRequest) (*ProjectChange, error)
+	// ListChanges lists a project's changes, pending and decided.
+	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
 	mustEmbedUnimplementedProjectServiceServer()
 }
 
@@ -176,6 +231,15 @@ func (UnimplementedProjectServiceServer) SetHold(context.Context, *SetHoldReques
 }
 func (UnimplementedProjectServiceServer) DestroyProject(context.Context, *DestroyProjectRequest) (*Receipt, error) {
 	return nil, status.Error(codes.Unimplemented, "method DestroyProject not implemented")
+}
+func (UnimplementedProjectServiceServer) ProposeChange(context.Context, *ProposeChangeRequest) (*ProjectChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method ProposeChange not implemented")
+}
+func (UnimplementedProjectServiceServer) ApproveChange(context.Context, *ApproveChangeRequest) (*ProjectChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveChange not implemented")
+}
+func (UnimplementedProjectServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
 }
 func (UnimplementedProjectServiceServer) mustEmbedUnimplementedProjectServiceServer() {}
 func (UnimplementedProjectServiceServer) testEmbeddedByValue()                        {}
@@ -306,6 +370,60 @@ func _ProjectService_DestroyProject_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProjectService_ProposeChange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProposeChangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProjectServiceServer).ProposeChange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProjectService_ProposeChange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProjectServiceServer).ProposeChange(ctx, req.(*ProposeChangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProjectService_ApproveChange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveChangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProjectServiceServer).ApproveChange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProjectService_ApproveChange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProjectServiceServer).ApproveChange(ctx, req.(*ApproveChangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProjectService_ListChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProjectServiceServer).ListChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProjectService_ListChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProjectServiceServer).ListChanges(ctx, req.(*ListChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ProjectService_ServiceDesc is the grpc.ServiceDesc for ProjectService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -336,6 +454,18 @@ var ProjectService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DestroyProject",
 			Handler:    _ProjectService_DestroyProject_Handler,
+		},
+		{
+			MethodName: "ProposeChange",
+			Handler:    _ProjectService_ProposeChange_Handler,
+		},
+		{
+			MethodName: "ApproveChange",
+			Handler:    _ProjectService_ApproveChange_Handler,
+		},
+		{
+			MethodName: "ListChanges",
+			Handler:    _ProjectService_ListChanges_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -1205,6 +1335,9 @@ const (
 	PartnerService_ListPartners_FullMethodName      = "/lopnr.v1.PartnerService/ListPartners"
 	PartnerService_GetPartnerKeys_FullMethodName    = "/lopnr.v1.PartnerService/GetPartnerKeys"
 	PartnerService_GetKeyFile_FullMethodName        = "/lopnr.v1.PartnerService/GetKeyFile"
+	PartnerService_RequestKeyFile_FullMethodName    = "/lopnr.v1.PartnerService/RequestKeyFile"
+	PartnerService_ApproveKeyFile_FullMethodName    = "/lopnr.v1.PartnerService/ApproveKeyFile"
+	PartnerService_ListKeyFileGrants_FullMethodName = "/lopnr.v1.PartnerService/ListKeyFileGrants"
 	PartnerService_Evaluate_FullMethodName          = "/lopnr.v1.PartnerService/Evaluate"
 	PartnerService_ImportPartnerFile_FullMethodName = "/lopnr.v1.PartnerService/ImportPartnerFile"
 )
@@ -1222,7 +1355,11 @@ type PartnerServiceClient interface {
 	// RegisterPartner registers a partner on a project: the subject of its
 	// client certificate, its age public key and its Evaluate budget. Role
 	// approver or admin.
-	RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*Partner, error)
+	// The registration is a change of the project (ApproveChange): it takes
+	// effect when a different person approves it. A partner already
+	// registered is not replaced: a new recipient key is a new
+	// registration, of a new identity.
+	RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*ProjectChange, error)
 	// ListPartners lists a project's partners; a partner sees only itself.
 	ListPartners(ctx context.Context, in *ListPartnersRequest, opts ...grpc.CallOption) (*ListPartnersResponse, error)
 	// GetPartnerKeys returns the project's OPRF public key, to verify every
@@ -1232,7 +1369,19 @@ type PartnerServiceClient interface {
 	// GetKeyFile streams the project's key file (personnummer;LopNr, one
 	// person a line) encrypted with age to the partner's registered key.
 	// Role partner, registered; refused once the kodnyckel is destroyed.
+	// The partner's registration must name the key-file exchange, and the
+	// file needs a grant: requested by the partner (RequestKeyFile),
+	// approved by an approver (ApproveKeyFile), used once.
 	GetKeyFile(ctx context.Context, in *GetKeyFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileChunk], error)
+	// RequestKeyFile asks for one key file, with a reason. Role partner,
+	// registered for the key-file exchange.
+	RequestKeyFile(ctx context.Context, in *RequestKeyFileRequest, opts ...grpc.CallOption) (*KeyFileGrant, error)
+	// ApproveKeyFile approves a requested key file. Role approver or
+	// keyholder; never the person who proposed the partner's registration.
+	ApproveKeyFile(ctx context.Context, in *ApproveKeyFileRequest, opts ...grpc.CallOption) (*KeyFileGrant, error)
+	// ListKeyFileGrants lists a project's key-file grants; a partner sees
+	// only its own.
+	ListKeyFileGrants(ctx context.Context, in *ListKeyFileGrantsRequest, opts ...grpc.CallOption) (*ListKeyFileGrantsResponse, error)
 	// Evaluate evaluates batches of blinded elements with the project's OPRF
 	// key, each answered with the evaluated elements and a proof. The service
 	// sees only blinded elements. Role partner, registered, within its
@@ -1255,9 +1404,9 @@ func NewPartnerServiceClient(cc grpc.ClientConnInterface) PartnerServiceClient {
 	return &partnerServiceClient{cc}
 }
 
-func (c *partnerServiceClient) RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*Partner, error) {
+func (c *partnerServiceClient) RegisterPartner(ctx context.Context, in *RegisterPartnerRequest, opts ...grpc.CallOption) (*ProjectChange, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Partner)
+	out := new(ProjectChange)
 	err := c.cc.Invoke(ctx, PartnerService_RegisterPartner_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1304,6 +1453,36 @@ func (c *partnerServiceClient) GetKeyFile(ctx context.Context, in *GetKeyFileReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PartnerService_GetKeyFileClient = grpc.ServerStreamingClient[FileChunk]
 
+func (c *partnerServiceClient) RequestKeyFile(ctx context.Context, in *RequestKeyFileRequest, opts ...grpc.CallOption) (*KeyFileGrant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyFileGrant)
+	err := c.cc.Invoke(ctx, PartnerService_RequestKeyFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partnerServiceClient) ApproveKeyFile(ctx context.Context, in *ApproveKeyFileRequest, opts ...grpc.CallOption) (*KeyFileGrant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyFileGrant)
+	err := c.cc.Invoke(ctx, PartnerService_ApproveKeyFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partnerServiceClient) ListKeyFileGrants(ctx context.Context, in *ListKeyFileGrantsRequest, opts ...grpc.CallOption) (*ListKeyFileGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeyFileGrantsResponse)
+	err := c.cc.Invoke(ctx, PartnerService_ListKeyFileGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *partnerServiceClient) Evaluate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EvaluateRequest, EvaluateResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &PartnerService_ServiceDesc.Streams[1], PartnerService_Evaluate_FullMethodName, cOpts...)
@@ -1343,7 +1522,11 @@ type PartnerServiceServer interface {
 	// RegisterPartner registers a partner on a project: the subject of its
 	// client certificate, its age public key and its Evaluate budget. Role
 	// approver or admin.
-	RegisterPartner(context.Context, *RegisterPartnerRequest) (*Partner, error)
+	// The registration is a change of the project (ApproveChange): it takes
+	// effect when a different person approves it. A partner already
+	// registered is not replaced: a new recipient key is a new
+	// registration, of a new identity.
+	RegisterPartner(context.Context, *RegisterPartnerRequest) (*ProjectChange, error)
 	// ListPartners lists a project's partners; a partner sees only itself.
 	ListPartners(context.Context, *ListPartnersRequest) (*ListPartnersResponse, error)
 	// GetPartnerKeys returns the project's OPRF public key, to verify every
@@ -1353,7 +1536,19 @@ type PartnerServiceServer interface {
 	// GetKeyFile streams the project's key file (personnummer;LopNr, one
 	// person a line) encrypted with age to the partner's registered key.
 	// Role partner, registered; refused once the kodnyckel is destroyed.
+	// The partner's registration must name the key-file exchange, and the
+	// file needs a grant: requested by the partner (RequestKeyFile),
+	// approved by an approver (ApproveKeyFile), used once.
 	GetKeyFile(*GetKeyFileRequest, grpc.ServerStreamingServer[FileChunk]) error
+	// RequestKeyFile asks for one key file, with a reason. Role partner,
+	// registered for the key-file exchange.
+	RequestKeyFile(context.Context, *RequestKeyFileRequest) (*KeyFileGrant, error)
+	// ApproveKeyFile approves a requested key file. Role approver or
+	// keyholder; never the person who proposed the partner's registration.
+	ApproveKeyFile(context.Context, *ApproveKeyFileRequest) (*KeyFileGrant, error)
+	// ListKeyFileGrants lists a project's key-file grants; a partner sees
+	// only its own.
+	ListKeyFileGrants(context.Context, *ListKeyFileGrantsRequest) (*ListKeyFileGrantsResponse, error)
 	// Evaluate evaluates batches of blinded elements with the project's OPRF
 	// key, each answered with the evaluated elements and a proof. The service
 	// sees only blinded elements. Role partner, registered, within its
@@ -1376,7 +1571,7 @@ type PartnerServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPartnerServiceServer struct{}
 
-func (UnimplementedPartnerServiceServer) RegisterPartner(context.Context, *RegisterPartnerRequest) (*Partner, error) {
+func (UnimplementedPartnerServiceServer) RegisterPartner(context.Context, *RegisterPartnerRequest) (*ProjectChange, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterPartner not implemented")
 }
 func (UnimplementedPartnerServiceServer) ListPartners(context.Context, *ListPartnersRequest) (*ListPartnersResponse, error) {
@@ -1387,6 +1582,15 @@ func (UnimplementedPartnerServiceServer) GetPartnerKeys(context.Context, *GetPar
 }
 func (UnimplementedPartnerServiceServer) GetKeyFile(*GetKeyFileRequest, grpc.ServerStreamingServer[FileChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetKeyFile not implemented")
+}
+func (UnimplementedPartnerServiceServer) RequestKeyFile(context.Context, *RequestKeyFileRequest) (*KeyFileGrant, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestKeyFile not implemented")
+}
+func (UnimplementedPartnerServiceServer) ApproveKeyFile(context.Context, *ApproveKeyFileRequest) (*KeyFileGrant, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveKeyFile not implemented")
+}
+func (UnimplementedPartnerServiceServer) ListKeyFileGrants(context.Context, *ListKeyFileGrantsRequest) (*ListKeyFileGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeyFileGrants not implemented")
 }
 func (UnimplementedPartnerServiceServer) Evaluate(grpc.BidiStreamingServer[EvaluateRequest, EvaluateResponse]) error {
 	return status.Error(codes.Unimplemented, "method Evaluate not implemented")
@@ -1480,6 +1684,60 @@ func _PartnerService_GetKeyFile_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PartnerService_GetKeyFileServer = grpc.ServerStreamingServer[FileChunk]
 
+func _PartnerService_RequestKeyFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestKeyFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).RequestKeyFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_RequestKeyFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).RequestKeyFile(ctx, req.(*RequestKeyFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PartnerService_ApproveKeyFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveKeyFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).ApproveKeyFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_ApproveKeyFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).ApproveKeyFile(ctx, req.(*ApproveKeyFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PartnerService_ListKeyFileGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeyFileGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartnerServiceServer).ListKeyFileGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PartnerService_ListKeyFileGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartnerServiceServer).ListKeyFileGrants(ctx, req.(*ListKeyFileGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PartnerService_Evaluate_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(PartnerServiceServer).Evaluate(&grpc.GenericServerStream[EvaluateRequest, EvaluateResponse]{ServerStream: stream})
 }
@@ -1512,6 +1770,18 @@ var PartnerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPartnerKeys",
 			Handler:    _PartnerService_GetPartnerKeys_Handler,
+		},
+		{
+			MethodName: "RequestKeyFile",
+			Handler:    _PartnerService_RequestKeyFile_Handler,
+		},
+		{
+			MethodName: "ApproveKeyFile",
+			Handler:    _PartnerService_ApproveKeyFile_Handler,
+		},
+		{
+			MethodName: "ListKeyFileGrants",
+			Handler:    _PartnerService_ListKeyFileGrants_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
