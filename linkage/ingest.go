@@ -29,8 +29,13 @@ const maxLineSize = 4 << 20
 type source struct {
 	index   int
 	name    string
-	file    string
+	file    string // the spec's path, for errors and the report
 	profile resolved
+	// in is the open file, while it is ingested; read is what DuckDB
+	// reads: that open file, through /proc/self/fd (see openSource).
+	in      *os.File
+	size    int64
+	read    string
 	columns []string // as in the file
 	used    []string // the columns in the table: those the job reads
 	table   string   // src_<name>
@@ -78,26 +83,22 @@ func compressionOf(p resolved, file string) string {
 	return "none"
 }
 
-// openPlain opens a source file decompressed and decoded to UTF-8.
-func openPlain(file string, p resolved) (io.ReadCloser, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	var r io.Reader = f
-	closers := []io.Closer{f}
+// openPlain reads a source's open file from its start, decompressed and
+// decoded to UTF-8.
+func openPlain(src *source) (io.ReadCloser, error) {
+	file, p := src.file, src.profile
+	var r io.Reader = io.NewSectionReader(src.in, 0, src.size)
+	var closers []io.Closer
 	switch compressionOf(p, file) {
 	case "gzip":
-		gz, err := gzip.NewReader(f)
+		gz, err := gzip.NewReader(r)
 		if err != nil {
-			f.Close()
 			return nil, &FileError{File: file, Msg: "not a gzip file: " + err.Error()}
 		}
 		r, closers = gz, append(closers, gz)
 	case "zstd":
-		zr, err := zstd.NewReader(f, zstd.WithDecoderMaxMemory(256<<20))
+		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(256<<20))
 		if err != nil {
-			f.Close()
 			return nil, &FileError{File: file, Msg: "not a zstd file: " + err.Error()}
 		}
 		r = zr
@@ -199,8 +200,9 @@ func (c *singleByteReader) Read(p []byte) (int, error) {
 
 // readHeader returns the column names of a file's first line, and whether
 // the file has any byte at all.
-func readHeader(file string, p resolved) ([]string, error) {
-	rc, err := openPlain(file, p)
+func readHeader(src *source) ([]string, error) {
+	file, p := src.file, src.profile
+	rc, err := openPlain(src)
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +263,23 @@ func splitHeader(line string, delim, quote byte) []string {
 	return append(cols, strings.TrimSpace(cur.String()))
 }
 
+// headerMatches checks that a profile which names a file's columns names
+// them as the file's header (or a Parquet file's schema) does: the names
+// delivered are the file's own. The error names the profile's column,
+// never the header's (a header is the file's, and may hold anything).
+func headerMatches(file string, header []string, p resolved) error {
+	if len(p.Columns) == 0 || slices.Equal(header, p.Columns) {
+		return nil
+	}
+	for i, c := range p.Columns {
+		if i >= len(header) || header[i] != c {
+			return &FileError{File: file, Line: 1, Column: c,
+				Msg: fmt.Sprintf("the profile's name of column %d, which the header names otherwise: a file with a header is read by its header (leave out the profile's columns, or name them as the header does)", i+1)}
+		}
+	}
+	return &FileError{File: file, Line: 1, Msg: fmt.Sprintf("the header has %d columns, the profile names %d: a file with a header is read by its header (leave out the profile's columns, or name them as the header does)", len(header), len(p.Columns))}
+}
+
 // checkColumns checks that the file has every column the profile needs.
 func checkColumns(file string, cols []string, p resolved) error {
 	seen := map[string]bool{}
@@ -305,19 +324,22 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 		}
 		defer r.exec(ctx, "SET preserve_insertion_order = false")
 	}
-	fi, err := os.Stat(src.file)
-	if err != nil {
-		return fileErr(src.file, err)
-	}
-	if fi.Size() == 0 {
+	if src.size == 0 {
 		return &FileError{File: src.file, Msg: "empty file"}
 	}
 	if p.Format == "parquet" {
 		return r.ingestParquet(ctx, src)
 	}
+	// Columns are named by the file's own header when it has one (a
+	// profile that names them too must name them as the header does),
+	// and only by the profile when it has none.
 	cols := p.Columns
 	if p.header {
-		if cols, err = readHeader(src.file, p); err != nil {
+		var err error
+		if cols, err = readHeader(src); err != nil {
+			return err
+		}
+		if err := headerMatches(src.file, cols, p); err != nil {
 			return err
 		}
 	}
@@ -328,10 +350,10 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 
 	// DuckDB reads UTF-8 itself, compressed or not; other encodings are
 	// decoded in Go, streaming, into a UTF-8 file in the work directory.
-	path, compression := src.file, compressionOf(p, src.file)
+	path, compression := src.read, compressionOf(p, src.file)
 	if p.Encoding != EncodingUTF8 {
 		path, compression = filepath.Join(r.work, src.name+".utf8.csv"), "none"
-		if err := transcode(src.file, p, path); err != nil {
+		if err := transcode(src, path); err != nil {
 			return err
 		}
 		defer os.Remove(path)
@@ -364,7 +386,7 @@ func (r *run) ingest(ctx context.Context, src *source) error {
 }
 
 func (r *run) ingestParquet(ctx context.Context, src *source) error {
-	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet(%s))`, sqlString(src.file)))
+	rows, err := r.conn.QueryContext(ctx, fmt.Sprintf(`SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet(%s))`, sqlString(src.read)))
 	if err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
@@ -380,11 +402,14 @@ func (r *run) ingestParquet(ctx context.Context, src *source) error {
 	if err := rows.Err(); err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
+	if err := headerMatches(src.file, cols, src.profile); err != nil {
+		return err
+	}
 	if err := checkColumns(src.file, cols, src.profile); err != nil {
 		return err
 	}
 	src.columns = cols
-	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT %s FROM read_parquet(%s)`, ident(src.table), r.selectList(src), sqlString(src.file))
+	q := fmt.Sprintf(`CREATE TABLE %s AS SELECT %s FROM read_parquet(%s)`, ident(src.table), r.selectList(src), sqlString(src.read))
 	if _, err := r.exec(ctx, q); err != nil {
 		return &FileError{File: src.file, Msg: sanitize(err)}
 	}
@@ -534,9 +559,11 @@ func sanitize(err error) string {
 	return reDigits.ReplaceAllString(msg, "…")
 }
 
-// transcode writes file, decompressed and decoded to UTF-8, to out.
-func transcode(file string, p resolved, out string) error {
-	in, err := openPlain(file, p)
+// transcode writes a source's file, decompressed and decoded to UTF-8, to
+// out.
+func transcode(src *source, out string) error {
+	file := src.file
+	in, err := openPlain(src)
 	if err != nil {
 		return err
 	}

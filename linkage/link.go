@@ -165,7 +165,13 @@ func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Res
 	for _, src := range r.sources {
 		start := time.Now()
 		r.progress(Progress{Stage: "ingest", Source: src.name})
-		if err := r.ingest(ctx, src); err != nil {
+		if err := r.openSource(src); err != nil {
+			return nil, err
+		}
+		err := r.ingest(ctx, src)
+		src.in.Close()
+		src.in = nil
+		if err != nil {
 			return nil, err
 		}
 		r.progress(Progress{Stage: "ingest", Source: src.name, Rows: src.rows, Done: true, Took: time.Since(start)})
@@ -180,6 +186,9 @@ func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Res
 	for _, q := range []string{
 		fmt.Sprintf("SET allowed_directories = [%s]", sqlString(out)),
 		"SET enable_external_access = false",
+		// And no statement of a later stage (nor anything that reaches
+		// the connection) can set them back.
+		"SET lock_configuration = true",
 	} {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			return nil, fmt.Errorf("duckdb: %s", sanitize(err))
@@ -199,6 +208,38 @@ func link(ctx context.Context, spec *JobSpec, opts Options, work string) (_ *Res
 		return nil, err
 	}
 	return &Result{Report: rep, spec: spec, db: db, conn: conn, work: work, src: r.sources}, nil
+}
+
+// openSource opens a source's file, with the spec's opener or os.Open,
+// for ingest to read it through: Go reads the open file, and DuckDB reads
+// it through /proc/self/fd/N, which opens the same file again (not the
+// path: a file swapped in under the path after it was opened, or a link
+// put there, is never read). Only a regular file is read.
+func (r *run) openSource(src *source) error {
+	open := r.spec.open
+	if open == nil {
+		open = func(i int) (*os.File, error) { return os.Open(r.spec.File(i)) }
+	} else if runtime.GOOS != "linux" {
+		return &FileError{File: src.file, Msg: "sources opened through a source root are read through /proc/self/fd, which this system lacks"}
+	}
+	f, err := open(src.index)
+	if err != nil {
+		return fileErr(src.file, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fileErr(src.file, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return &FileError{File: src.file, Msg: "not a regular file"}
+	}
+	src.in, src.size, src.read = f, fi.Size(), src.file
+	if runtime.GOOS == "linux" {
+		src.read = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	return nil
 }
 
 func (r *run) progress(p Progress) {

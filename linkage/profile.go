@@ -4,11 +4,14 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/lopnr/lopnr/internal/yamlfield"
 )
@@ -98,6 +101,43 @@ func Builtin() map[string]Profile {
 		out[p.Name] = p
 	}
 	return out
+}
+
+// PartnerImport is the built-in profile of a partner's file as lopnrd
+// writes it from an import: the partner's columns by its own header, the
+// identity in PNR. An approved list approves a partner's variables on a
+// source read with it; lopnrd refuses it in submitted jobs.
+const PartnerImport = "partner-import"
+
+// ProfileDiff returns the first field (its YAML name) in which profiles a
+// and b differ, the description aside, or "" when they read a file alike.
+// Empty lists and mappings are the same as none.
+func ProfileDiff(a, b Profile) string {
+	a.Description, b.Description = "", ""
+	ma, errA := profileFields(a)
+	mb, errB := profileFields(b)
+	if errA != nil || errB != nil {
+		return "name"
+	}
+	t := reflect.TypeFor[Profile]()
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if !reflect.DeepEqual(ma[key], mb[key]) {
+			return key
+		}
+	}
+	return ""
+}
+
+// profileFields is a profile as YAML writes it, as a mapping: nil and empty
+// lists and mappings alike.
+func profileFields(p Profile) (map[string]any, error) {
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	return m, yaml.Unmarshal(b, &m)
 }
 
 // ParseProfile parses and checks one profile in YAML, as the files in

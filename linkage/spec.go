@@ -40,6 +40,8 @@ type JobSpec struct {
 	// dir is the directory of the spec file; source paths are relative to it.
 	dir string
 	ref time.Time
+	// open opens source i's file for Link; nil is os.Open of File(i).
+	open func(i int) (*os.File, error)
 }
 
 // SourceSpec is one source file and how to read it: a profile, and any of
@@ -211,9 +213,16 @@ func (s *JobSpec) validate() []error {
 		}
 		s.ref = t
 	}
+	builtin := Builtin()
 	for i := range s.Profiles {
 		if s.Profiles[i].Name == "" {
 			bad(fmt.Sprintf("profiles[%d].name", i), "missing")
+		} else if _, ok := builtin[s.Profiles[i].Name]; ok {
+			// A spec's profile must not stand in for a built-in one under
+			// its name: an approved list that names the built-in means it.
+			bad(fmt.Sprintf("profiles[%d].name", i), "%q is a built-in profile: give yours another name", s.Profiles[i].Name)
+		} else if slices.ContainsFunc(s.Profiles[:i], func(p Profile) bool { return p.Name == s.Profiles[i].Name }) {
+			bad(fmt.Sprintf("profiles[%d].name", i), "%q is used by another profile", s.Profiles[i].Name)
 		} else if _, err := s.Profiles[i].resolve(fmt.Sprintf("profiles[%d]", i)); err != nil {
 			errs = append(errs, err)
 		}
@@ -349,7 +358,7 @@ func (s *JobSpec) validate() []error {
 		bad("outputs.format", "%q: want csv or parquet", o.Format)
 	}
 	if o.Delimiter != "" && !outputDelimiter(o.Delimiter) {
-		bad("outputs.delimiter", "%q: want one character: a tab, a space or a punctuation mark other than a quote", o.Delimiter)
+		bad("outputs.delimiter", "%q: want one character: a tab, a space or a punctuation mark other than a quote, - or +", o.Delimiter)
 	}
 	switch o.Encoding {
 	case "", EncodingUTF8, EncodingCP:
@@ -397,6 +406,23 @@ func (s *JobSpec) Resolve(i int) (resolved, error) {
 	return p.resolve(fmt.Sprintf("sources[%d]", i))
 }
 
+// ProfileOf returns the profile source i names, as the spec or the
+// built-in profiles define it, before the source's overrides; false if
+// there is none of that name.
+func (s *JobSpec) ProfileOf(i int) (Profile, bool) {
+	p, ok := s.profiles()[s.Sources[i].Profile]
+	return p, ok
+}
+
+// OpenSourcesWith has Link open source i's file with open instead of
+// os.Open(File(i)): a server opens sources through its source root
+// (os.Root), so that no link or .. leads out of it. Link reads a source
+// only through the file open returns, which it closes; DuckDB is given
+// that open file (/proc/self/fd/N), never the path again, so what is read
+// is what was opened. Linux only: elsewhere Link refuses a spec with an
+// opener.
+func (s *JobSpec) OpenSourcesWith(open func(i int) (*os.File, error)) { s.open = open }
+
 // File returns source i's path, relative to the spec's directory.
 func (s *JobSpec) File(i int) string {
 	p := s.Sources[i].Path
@@ -409,8 +435,9 @@ func (s *JobSpec) File(i int) string {
 // outputDelimiter reports whether d may separate a delivery's CSV values:
 // one tab, space or ASCII punctuation mark, never a quote, a line break or
 // another control character (each would change how the file splits into
-// records, for the leak guard and for the researcher's tools alike), nor a
-// letter or digit (which values hold).
+// records for the researcher's tools), nor a letter, a digit, - or +
+// (which identity numbers are written with: two values side by side would
+// read as one number, to the leak guard and to anyone else).
 func outputDelimiter(d string) bool {
 	if len(d) != 1 {
 		return false
@@ -419,7 +446,7 @@ func outputDelimiter(d string) bool {
 	switch {
 	case c == '\t' || c == ' ':
 		return true
-	case c == '"' || c < 0x20 || c >= 0x7f:
+	case c == '"' || c == '-' || c == '+' || c < 0x20 || c >= 0x7f:
 		return false
 	case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
 		return false
