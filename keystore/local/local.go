@@ -1,16 +1,33 @@
 // Package local is the embedded keystore backend for a laptop and the demo:
-// every entry is a file encrypted with age to a local identity.
+// every entry is a file encrypted with age, and each project's entries to
+// a key of the project's own, so that destroying the project's key
+// destroys the project even in copies of the store.
 //
-// The directory holds identity (an age post-quantum hybrid identity,
-// created on first use with mode 0600), lock (for check-and-set across
-// processes) and kv/<path>.age, one file per entry with its version and
-// metadata inside the encryption. Writes go to a temporary file that is
+// # Layout
+//
+// The store directory holds identity (the store's age post-quantum hybrid
+// identity, created on first use with mode 0600), lock (for check-and-set
+// across processes) and kv/<path>.age, one file per entry with its version
+// and metadata inside the encryption. Writes go to a temporary file that is
 // synced and renamed into place, so a crash leaves the old version or the
 // new, never half of one.
 //
-// Destroy removes the file. On a laptop's SSD a removed file's blocks may
-// survive; the data in them stays encrypted to the identity. Production
-// uses the Vault backend.
+// The key directory, kept apart from the store directory (by default
+// beside it, named DIR.keys), holds one file per project, <project>.age:
+// the project's key, an age hybrid identity created with its first entry,
+// itself encrypted to the store's identity. Entries under projects/<id>/
+// are encrypted to the project's key; the others (tombstones) to the
+// store's identity.
+//
+// # Destruction
+//
+// Destroy removes an entry's file; when it removes a project's last entry
+// it removes the project's key file too. From then on no copy of the store
+// directory, the backups taken before the destruction included, can be
+// read for that project with the store's identity: the one key that
+// opens it is gone. What holds and what an operator must do (copies of
+// the key directory) is in docs/keystore.md. Production uses the Vault
+// backend.
 package local
 
 import (
@@ -37,19 +54,38 @@ import (
 
 var _ keystore.Store = (*Store)(nil)
 
-// Store is a directory of age-encrypted entries.
+// Store is a directory of age-encrypted entries and a directory of the
+// projects' keys.
 type Store struct {
-	dir       string
-	identity  age.Identity
-	recipient age.Recipient
-	mu        sync.Mutex // with the file lock, serialises writers
+	dir, keyDir string
+	identity    age.Identity
+	recipient   age.Recipient
+	mu          sync.Mutex // with the file lock, serialises writers
 }
 
-// Open opens the store in dir, creating the directory and its identity on
-// first use.
+// Open opens the store in dir, its projects' keys in dir.keys beside it
+// (see [OpenWithKeys]).
 func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("local keystore %s: %w", dir, err)
+	}
+	return OpenWithKeys(dir, abs+".keys")
+}
+
+// OpenWithKeys opens the store in dir with its projects' keys in keyDir,
+// creating the directories and the store's identity on first use. keyDir
+// must not be inside dir, nor dir inside keyDir: a copy of the store
+// directory must not hold the keys that open its projects.
+func OpenWithKeys(dir, keyDir string) (*Store, error) {
+	if err := apart(dir, keyDir); err != nil {
+		return nil, fmt.Errorf("local keystore %s: %w", dir, err)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "kv"), 0o700); err != nil {
 		return nil, fmt.Errorf("local keystore %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return nil, fmt.Errorf("local keystore %s: key directory: %w", dir, err)
 	}
 	idPath := filepath.Join(dir, "identity")
 	id, err := loadIdentity(idPath)
@@ -59,8 +95,30 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local keystore %s: %w", dir, err)
 	}
-	return &Store{dir: dir, identity: id, recipient: id.Recipient()}, nil
+	return &Store{dir: dir, keyDir: keyDir, identity: id, recipient: id.Recipient()}, nil
 }
+
+// apart refuses a key directory that a copy of the store directory would
+// hold, or that would hold the store directory.
+func apart(dir, keyDir string) error {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	k, err := filepath.Abs(keyDir)
+	if err != nil {
+		return err
+	}
+	for _, pair := range [][2]string{{d, k}, {k, d}} {
+		if rel, err := filepath.Rel(pair[0], pair[1]); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("key directory %s: must be apart from the store directory, neither inside the other", keyDir)
+		}
+	}
+	return nil
+}
+
+// KeyDir returns the directory of the projects' keys.
+func (s *Store) KeyDir() string { return s.keyDir }
 
 func loadIdentity(path string) (*age.HybridIdentity, error) {
 	fi, err := os.Stat(path)
@@ -147,11 +205,17 @@ func (s *Store) read(path string) (record, error) {
 		return record{}, err
 	}
 	defer f.Close()
-	r, err := age.Decrypt(f, s.identity)
+	id := s.identity
+	if project, ok := projectOf(path); ok {
+		if id, err = s.projectKey(project); err != nil {
+			return record{}, fmt.Errorf("local keystore %s: %s: %w", s.dir, path, err)
+		}
+	}
+	r, err := age.Decrypt(f, id)
 	if err != nil {
 		var nomatch *age.NoIdentityMatchError
 		if errors.As(err, &nomatch) {
-			return record{}, fmt.Errorf("local keystore %s: %s is encrypted to another identity than %s", s.dir, path, filepath.Join(s.dir, "identity"))
+			return record{}, fmt.Errorf("local keystore %s: %s is encrypted to another identity than %s", s.dir, path, s.keyName(path))
 		}
 		return record{}, fmt.Errorf("local keystore %s: %s cannot be decrypted: %v", s.dir, path, err)
 	}
@@ -166,10 +230,27 @@ func (s *Store) read(path string) (record, error) {
 	return rec, nil
 }
 
+// keyName names the key an entry is encrypted to, for messages.
+func (s *Store) keyName(path string) string {
+	if project, ok := projectOf(path); ok {
+		return s.keyFile(project)
+	}
+	return filepath.Join(s.dir, "identity")
+}
+
+// write stores rec at path; the caller holds the lock.
 func (s *Store) write(path string, rec record) error {
 	name, err := s.file(path)
 	if err != nil {
 		return err
+	}
+	to := s.recipient
+	if project, ok := projectOf(path); ok {
+		id, err := s.projectKeyOrNew(project)
+		if err != nil {
+			return fmt.Errorf("local keystore %s: %s: %w", s.dir, path, err)
+		}
+		to = id.Recipient()
 	}
 	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
 		return err
@@ -179,7 +260,7 @@ func (s *Store) write(path string, rec record) error {
 		return err
 	}
 	var buf bytes.Buffer
-	w, err := age.Encrypt(&buf, s.recipient)
+	w, err := age.Encrypt(&buf, to)
 	if err != nil {
 		return err
 	}
@@ -251,6 +332,9 @@ func (s *Store) List(_ context.Context, prefix string) ([]string, error) {
 	root := filepath.Join(s.dir, "kv")
 	var paths []string
 	err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && name != root {
+			return nil // a destroyed project's directory, removed while listing
+		}
 		if err != nil {
 			return err
 		}
@@ -270,7 +354,8 @@ func (s *Store) List(_ context.Context, prefix string) ([]string, error) {
 	return paths, err
 }
 
-// Destroy implements keystore.Store.
+// Destroy implements keystore.Store. Removing a project's last entry
+// removes the project's key.
 func (s *Store) Destroy(_ context.Context, path string) error {
 	name, err := s.file(path)
 	if err != nil {
@@ -279,6 +364,9 @@ func (s *Store) Destroy(_ context.Context, path string) error {
 	return s.locked(func() error {
 		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
+		}
+		if project, ok := projectOf(path); ok {
+			return s.shredIfEmpty(project)
 		}
 		return nil
 	})
