@@ -98,5 +98,9 @@
 // a delimiter it names ([ParseDelimiter]). [ConvertImport] reads it and keeps
 // the rows of the project's persons, each with its canonical number in place
 // of the key: the source and the cohort of a supplementary delivery. Its
-// errors ([ImportError]) name what is wrong, never a value from the file.
+// errors ([ImportError]) name what is wrong, never a value from the file;
+// a line longer than [ImportOptions].MaxLine is refused naming the line. The
+// counts it returns ([ImportCounts]) are for the extraction team: the
+// service tells the partner only how many rows it received, since how many
+// matched would say who is in the cohort.
 package partner

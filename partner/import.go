@@ -42,29 +42,56 @@ func validComma(r rune) bool {
 	return r != 0 && r != '"' && r != '\r' && r != '\n' && utf8.ValidRune(r) && r != utf8.RuneError
 }
 
-// ImportCounts says what an import found.
+// ImportCounts says what an import found. They are for the extraction
+// team, never for the partner: how many of its rows were of the project's
+// persons would tell it who is in the cohort.
 type ImportCounts struct {
 	Rows    int64 // data rows read
 	Matched int64 // rows of the project's persons
 	Persons int64 // distinct persons among them
 }
 
+// ImportOptions say how to read a partner's file.
+type ImportOptions struct {
+	// IdentityColumn is the column with the LopNr or pseudonym.
+	IdentityColumn string
+	// Delimiter is the file's delimiter (ParseDelimiter).
+	Delimiter rune
+	// Resolve returns a row key's canonical number, or "" for a key of
+	// nobody in the project.
+	Resolve func(string) string
+	// MaxLine bounds a line of the file, in bytes (0: no bound).
+	MaxLine int
+	// MaxRows bounds the data rows (0: no bound); more is a
+	// *RowLimitError.
+	MaxRows int64
+}
+
+// RowLimitError is a file with more rows than ImportOptions.MaxRows.
+type RowLimitError struct{ Max int64 }
+
+func (e *RowLimitError) Error() string { return fmt.Sprintf("data: at most %d rows", e.Max) }
+
 // ConvertImport reads a partner's CSV file and writes, into dir, the rows
 // of the project's persons with their canonical number in a PNR column in
-// place of identityColumn (partner.csv, ';'-delimited), and the persons
-// found (cohort.csv): the source and the cohort of the supplementary job.
-// resolve returns a row key's canonical number, or "" for a key of nobody
-// in the project. Both files hold identity numbers, like any source in the
-// trusted zone; they belong in a job's work directory and go with it.
-func ConvertImport(in io.Reader, dir, identityColumn string, delim rune, resolve func(string) string) (ImportCounts, error) {
+// place of the identity column (partner.csv, ';'-delimited), and the
+// persons found (cohort.csv): the source and the cohort of the
+// supplementary job. Both files hold identity numbers, like any source in
+// the trusted zone; they belong in a job's work directory and go with it.
+// A line longer than MaxLine is refused naming the line.
+func ConvertImport(in io.Reader, dir string, o ImportOptions) (ImportCounts, error) {
 	var res ImportCounts
-	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
-	r.Comma, r.ReuseRecord = delim, true
+	lines := &lineLimit{r: in, max: o.MaxLine, line: 1}
+	r := csv.NewReader(bufio.NewReaderSize(lines, 1<<20))
+	r.Comma, r.ReuseRecord = o.Delimiter, true
 	header, err := r.Read()
+	if lines.err != nil {
+		return res, lines.err
+	}
 	if err != nil {
 		return res, &ImportError{"data", "a CSV file with a header row"}
 	}
-	idCol := slices.IndexFunc(header, func(h string) bool { return strings.EqualFold(strings.TrimSpace(h), identityColumn) })
+	idCol := slices.IndexFunc(header, func(h string) bool { return strings.EqualFold(strings.TrimSpace(h), o.IdentityColumn) })
 	if idCol < 0 {
 		return res, &ImportError{"header.identity_column", fmt.Sprintf("a column of the file's header (it has %d columns)", len(header))}
 	}
@@ -86,6 +113,9 @@ func ConvertImport(in io.Reader, dir, identityColumn string, delim rune, resolve
 	seen := map[string]struct{}{}
 	for {
 		rec, err := r.Read()
+		if lines.err != nil {
+			return res, lines.err
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -96,8 +126,10 @@ func ConvertImport(in io.Reader, dir, identityColumn string, delim rune, resolve
 		if err != nil {
 			return res, err
 		}
-		res.Rows++
-		canonical := resolve(rec[idCol])
+		if res.Rows++; o.MaxRows > 0 && res.Rows > o.MaxRows {
+			return res, &RowLimitError{o.MaxRows}
+		}
+		canonical := o.Resolve(rec[idCol])
 		if canonical == "" {
 			continue
 		}
@@ -121,4 +153,36 @@ func ConvertImport(in io.Reader, dir, identityColumn string, delim rune, resolve
 		cohort.WriteString(c + "\n")
 	}
 	return res, atomicfile.Write(filepath.Join(dir, "cohort.csv"), []byte(cohort.String()))
+}
+
+// lineLimit passes a reader through, failing with an ImportError that
+// names the line when a line is longer than max bytes. The error is kept
+// in err too: encoding/csv may report it as its own.
+type lineLimit struct {
+	r    io.Reader
+	max  int
+	line int64 // the line being read, from 1
+	n    int   // bytes of it read so far
+	err  error
+}
+
+func (l *lineLimit) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	n, err := l.r.Read(p)
+	if l.max <= 0 {
+		return n, err
+	}
+	for i, b := range p[:n] {
+		if b == '\n' {
+			l.line, l.n = l.line+1, 0
+			continue
+		}
+		if l.n++; l.n > l.max {
+			l.err = &ImportError{"data", fmt.Sprintf("lines of at most %d bytes (line %d is longer)", l.max, l.line)}
+			return i, l.err
+		}
+	}
+	return n, err
 }

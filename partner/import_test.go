@@ -53,7 +53,7 @@ func FuzzImport(f *testing.F) {
 			return
 		}
 		dir := t.TempDir()
-		got, err := ConvertImport(bytes.NewReader(data), dir, identityColumn, delim, resolve)
+		got, err := ConvertImport(bytes.NewReader(data), dir, ImportOptions{IdentityColumn: identityColumn, Delimiter: delim, Resolve: resolve})
 
 		// The oracle: encoding/csv, the identity column by name, its
 		// values resolved.
@@ -118,6 +118,32 @@ func FuzzImport(f *testing.F) {
 			t.Fatalf("cohort.csv holds %q, want PNR and %d persons", lines, len(persons))
 		}
 	})
+}
+
+// TestImportBounds: a line longer than the bound is refused naming the
+// line, and a file with more rows than the budget left is a RowLimitError.
+func TestImportBounds(t *testing.T) {
+	resolve := func(string) string { return "" }
+	file := "LopNr;A\n1;short\n2;" + strings.Repeat("x", 100) + "\n3;short\n"
+	_, err := ConvertImport(strings.NewReader(file), t.TempDir(), ImportOptions{IdentityColumn: "LopNr", Delimiter: ';', Resolve: resolve, MaxLine: 64})
+	checkImportError(t, err, "data")
+	if !strings.Contains(err.Error(), "line 3 is longer") || !strings.Contains(err.Error(), "at most 64 bytes") {
+		t.Errorf("a long line: %v, want the bound and line 3 named", err)
+	}
+	// A long quoted field spanning lines is bounded per line too.
+	quoted := "LopNr;A\n1;\"" + strings.Repeat("y\n", 200) + "\"\n"
+	if _, err := ConvertImport(strings.NewReader(quoted), t.TempDir(), ImportOptions{IdentityColumn: "LopNr", Delimiter: ';', Resolve: resolve, MaxLine: 64}); err != nil {
+		t.Errorf("short lines in a quoted field: %v", err)
+	}
+	res, err := ConvertImport(strings.NewReader(file), t.TempDir(), ImportOptions{IdentityColumn: "LopNr", Delimiter: ';', Resolve: resolve, MaxLine: 1 << 10, MaxRows: 3})
+	if err != nil || res.Rows != 3 {
+		t.Errorf("3 rows within a budget of 3: %+v, %v", res, err)
+	}
+	_, err = ConvertImport(strings.NewReader(file), t.TempDir(), ImportOptions{IdentityColumn: "LopNr", Delimiter: ';', Resolve: resolve, MaxRows: 2})
+	var rl *RowLimitError
+	if !errors.As(err, &rl) || rl.Max != 2 {
+		t.Errorf("3 rows with a budget of 2: %v, want a RowLimitError", err)
+	}
 }
 
 // checkImportError fails unless err is an ImportError naming one of the

@@ -17,10 +17,17 @@
 //	  "CN=drift,O=Region Exempel":
 //	    global: [admin]
 //
-// Global roles hold for every project. The four-eyes rules — the person who
-// submitted a job cannot release its delivery, a re-identification needs a
-// second person — are checked by the services, which know who did what; this
-// package only knows roles.
+// Global roles hold for every project. An action on no project (the sweep,
+// verifying the audit log, reading all of it) needs a global role: a role in
+// one project gives nothing outside it. Listings (the projects, the jobs)
+// are the exception: a role in some project lets an identity list, and the
+// service shows only the projects it may see.
+//
+// The four-eyes rules — a project's rules and partners change only when a
+// second person approves, the person who submitted a job cannot release its
+// delivery, a re-identification and a key file need a second person — are
+// checked by the services, which know who did what; this package only knows
+// roles.
 package authz
 
 import (
@@ -40,9 +47,9 @@ type Role string
 
 // The roles of DESIGN.md.
 const (
-	Extractor  Role = "extractor"  // registers projects, writes and submits jobs
-	Approver   Role = "approver"   // releases deliveries, extends retention, sets holds
-	Keyholder  Role = "keyholder"  // re-identifies a LopNr with a reason
+	Extractor  Role = "extractor"  // registers projects, proposes their rules, writes and submits jobs
+	Approver   Role = "approver"   // approves rules and partners, releases deliveries, extends retention, sets holds
+	Keyholder  Role = "keyholder"  // re-identifies a LopNr with a reason, approves key files
 	Researcher Role = "researcher" // lists deliveries, gets pre-signed links
 	Partner    Role = "partner"    // key files and blind linkage
 	Auditor    Role = "auditor"    // reads and verifies the audit log
@@ -62,8 +69,12 @@ var allowed = map[Action][]Role{
 	"project.extend":         {Approver},
 	"project.hold":           {Approver},
 	"project.destroy":        {Approver, Admin},
+	"project.propose":        {Extractor, Approver, Admin},
+	"project.approve":        {Approver},
+	"project.changes":        {Extractor, Approver, Auditor, Admin},
 	"job.submit":             {Extractor},
 	"job.get":                {Extractor, Approver, Auditor, Admin},
+	"job.list":               {Extractor, Approver, Auditor, Admin},
 	"job.cancel":             {Extractor, Admin},
 	"delivery.list":          {Extractor, Approver, Researcher, Auditor},
 	"delivery.release":       {Approver},
@@ -72,6 +83,9 @@ var allowed = map[Action][]Role{
 	"key.approve-reidentify": {Approver, Keyholder},
 	"key.sweep":              {Admin},
 	"key.keyfile":            {Partner},
+	"key.keyfile-request":    {Partner},
+	"key.keyfile-approve":    {Approver, Keyholder},
+	"key.keyfile-grants":     {Partner, Approver, Keyholder, Auditor, Admin},
 	"partner.register":       {Approver, Admin},
 	"partner.list":           {Approver, Admin, Auditor, Partner},
 	"partner.keys":           {Partner},
@@ -81,6 +95,11 @@ var allowed = map[Action][]Role{
 	"audit.verify":           {Auditor, Admin},
 	"system.info":            roles,
 }
+
+// listings are the actions that, on no project, list what the caller may
+// see project by project: a role in some project is enough, and the
+// service shows only those projects.
+var listings = map[Action]bool{"project.list": true, "job.list": true}
 
 // Actions lists every action, sorted.
 func Actions() []Action {
@@ -111,9 +130,15 @@ type DeniedError struct {
 	Identity string
 	Action   Action
 	Project  string
+	// Global is set for an action on no project, which needs a global
+	// role.
+	Global bool
 }
 
 func (e *DeniedError) Error() string {
+	if e.Global {
+		return fmt.Sprintf("%s may not %s: an action on no project needs a global role", e.Identity, e.Action)
+	}
 	if e.Project == "" {
 		return fmt.Sprintf("%s may not %s", e.Identity, e.Action)
 	}
@@ -164,15 +189,14 @@ func (p *Policy) Roles(identity, project string) []Role {
 	return out
 }
 
-// Authorize says whether identity may take action in project ("" for
-// actions on no project). An unknown action is always refused.
+// Authorize says whether identity may take action in project. An action
+// on no project ("") needs a global role, but for a listing, which a role
+// in any project allows. An unknown action is always refused.
 func (p *Policy) Authorize(identity string, action Action, project string) error {
 	need, ok := allowed[action]
 	if ok {
 		have := p.Roles(identity, project)
-		if project == "" {
-			// An action on no project (list, sweep) needs the role in
-			// some project or globally.
+		if project == "" && listings[action] {
 			if r, found := p.Identities[identity]; found {
 				for _, rs := range r.Roles {
 					have = append(have, rs...)
@@ -185,5 +209,11 @@ func (p *Policy) Authorize(identity string, action Action, project string) error
 			}
 		}
 	}
-	return &DeniedError{Identity: identity, Action: action, Project: project}
+	return &DeniedError{Identity: identity, Action: action, Project: project, Global: project == "" && !listings[action]}
+}
+
+// Has reports whether identity has any of roles in project (globally, or
+// in the project).
+func (p *Policy) Has(identity, project string, roles ...Role) bool {
+	return slices.ContainsFunc(p.Roles(identity, project), func(r Role) bool { return slices.Contains(roles, r) })
 }
