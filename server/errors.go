@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -135,3 +136,40 @@ func (e *budgetError) Error() string {
 		e.budget, e.project, e.used, e.asked)
 }
 func (e *budgetError) Unwrap() error { return errBudget }
+
+// partnerExistsError refuses a second registration of a partner: a
+// registration is never replaced.
+type partnerExistsError struct{ identity, project string }
+
+func (e *partnerExistsError) Error() string {
+	return fmt.Sprintf("partner %s is registered on project %s already (or waits for approval): a registration is not replaced; a new key is a new registration, of a new identity", e.identity, e.project)
+}
+func (e *partnerExistsError) Unwrap() error { return errExists }
+
+// exchangeError is a registered partner asking for an exchange its
+// registration does not name.
+type exchangeError struct {
+	identity, project, exchange string
+	has                         []string
+}
+
+func (e *exchangeError) Error() string {
+	has := strings.Join(e.has, ", ")
+	if has == "" {
+		has = "none"
+	}
+	return fmt.Sprintf("%s is not registered for the %s exchange in project %s (its registration names %s); a new registration, approved by a second person, can name it",
+		e.identity, e.exchange, e.project, has)
+}
+func (e *exchangeError) Unwrap() error { return errNotPartner }
+
+// uploadBudgetError says a partner's daily upload budget is used up.
+type uploadBudgetError struct {
+	project     string
+	limit, left int64
+}
+
+func (e *uploadBudgetError) Error() string {
+	return fmt.Sprintf("the upload budget of %d rows a day in project %s is used up: %d rows are left today (UTC); send the rest tomorrow", e.limit, e.project, max(e.left, 0))
+}
+func (e *uploadBudgetError) Unwrap() error { return errBudget }

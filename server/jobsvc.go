@@ -65,7 +65,7 @@ func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobReques
 	if err != nil {
 		return nil, err
 	}
-	rec, err := s.projects.get(spec.Project)
+	rec, err := s.approvedProject(spec.Project) // jobs use only approved rules
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +111,7 @@ func (s *Server) jobProto(j jobs.Job) *lopnrv1.Job {
 			out.Report = d.Report
 		}
 	}
+	out.Report = s.importReport(j.ID) + out.Report // a partner import's counts
 	return out
 }
 
@@ -199,7 +200,7 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err != nil {
 		return "", err
 	}
-	rec, err := s.projects.get(j.Project)
+	rec, err := s.approvedProject(j.Project) // the rules approved now, not at submission
 	if err != nil {
 		return "", err
 	}

@@ -138,7 +138,7 @@ func (ks keyService) Reidentify(ctx context.Context, req *lopnrv1.ReidentifyRequ
 }
 
 func (ks keyService) Sweep(ctx context.Context, _ *lopnrv1.SweepRequest) (*lopnrv1.SweepResponse, error) {
-	receipts, err := sweeper.Once(ctx, ks.s.cfg.Keys, ks.s.cfg.Audit)
+	receipts, err := sweeper.Once(ctx, ks.s, ks.s.cfg.Audit)
 	if err != nil {
 		return nil, err
 	}

@@ -32,12 +32,31 @@ type partnerRecord struct {
 	Evaluated    int64     `json:"evaluated"`
 	Registered   time.Time `json:"registered"`
 	RegisteredBy string    `json:"registered_by"`
+	// Exchanges are what the partner may use: keyfile, blind, import.
+	// A registration from before exchanges were named has none, and may
+	// use none until it is registered again.
+	Exchanges  []string `json:"exchanges"`
+	ApprovedBy string   `json:"approved_by,omitempty"`
+	// UploadDay and UploadedRows count the rows the partner uploaded on
+	// that day (UTC), against the server's daily upload budget.
+	UploadDay    string `json:"upload_day,omitempty"`
+	UploadedRows int64  `json:"uploaded_rows,omitempty"`
 }
 
 func (p partnerRecord) proto(project string) *lopnrv1.Partner {
 	return &lopnrv1.Partner{Project: project, Identity: p.Identity, Recipient: p.Recipient, EvaluateBudget: p.Budget,
-		Evaluated: p.Evaluated, Registered: timestamppb.New(p.Registered), RegisteredBy: p.RegisteredBy}
+		Evaluated: p.Evaluated, Registered: timestamppb.New(p.Registered), RegisteredBy: p.RegisteredBy,
+		Exchanges: p.Exchanges, ApprovedBy: p.ApprovedBy}
 }
+
+// The exchanges a partner's registration may name.
+const (
+	exchangeKeyFile = "keyfile" // the key file, per file with a second person's grant
+	exchangeBlind   = "blind"   // Evaluate, and imports keyed by pseudonym
+	exchangeImport  = "import"  // imports keyed by LopNr
+)
+
+var exchanges = []string{exchangeKeyFile, exchangeBlind, exchangeImport}
 
 type partnerService struct {
 	lopnrv1.UnimplementedPartnerServiceServer
@@ -50,32 +69,57 @@ const maxBudget = 50_000_000
 
 func (ps partnerService) RegisterPartner(ctx context.Context, req *lopnrv1.RegisterPartnerRequest) (*lopnrv1.ProjectChange, error) {
 	s, ci := ps.s, call(ctx)
+	if err := reason(ctx, req.GetReason()); err != nil {
+		return nil, err
+	}
 	switch {
 	case strings.TrimSpace(req.GetIdentity()) == "":
 		return nil, &fieldError{"identity", "the subject of the partner's client certificate, such as CN=scb-uttag,O=SCB"}
 	case req.GetEvaluateBudget() < 0 || req.GetEvaluateBudget() > maxBudget:
 		return nil, &fieldError{"evaluate_budget", fmt.Sprintf("0 to %d elements", maxBudget)}
+	case len(req.GetExchanges()) == 0:
+		return nil, &fieldError{"exchanges", "the exchanges the partner may use: one or more of " + strings.Join(exchanges, ", ")}
+	}
+	var ex []string
+	for i, e := range req.GetExchanges() {
+		if !slices.Contains(exchanges, e) {
+			return nil, &fieldError{field("exchanges", i), "one of " + strings.Join(exchanges, ", ")}
+		}
+		if !slices.Contains(ex, e) {
+			ex = append(ex, e)
+		}
+	}
+	slices.Sort(ex)
+	if req.GetEvaluateBudget() > 0 && !slices.Contains(ex, exchangeBlind) {
+		return nil, &fieldError{"evaluate_budget", "0 for a partner without the blind exchange"}
 	}
 	if _, err := extract.ParseRecipients([]string{req.GetRecipient()}); err != nil {
 		return nil, &fieldError{"recipient", "the partner's age public key (age1… or age1pq1…)"}
 	}
 	p := partnerRecord{Identity: req.GetIdentity(), Recipient: req.GetRecipient(), Budget: req.GetEvaluateBudget(),
-		Registered: s.cfg.Clock().UTC(), RegisteredBy: ci.identity}
-	ci.reason = fmt.Sprintf("partner %s, budget %d", p.Identity, p.Budget)
-	_, err := s.projects.update(req.GetProject(), func(r *projectRecord) error {
-		if i := slices.IndexFunc(r.Partners, func(o partnerRecord) bool { return o.Identity == p.Identity }); i >= 0 {
-			p.Evaluated = r.Partners[i].Evaluated // re-registering keeps what was used
-			r.Partners[i] = p
-			return nil
+		Registered: s.cfg.Clock().UTC(), RegisteredBy: ci.identity, Exchanges: ex}
+	var ch changeRecord
+	rec, err := s.projects.update(req.GetProject(), func(r *projectRecord) error {
+		if err := r.live(); err != nil {
+			return err
 		}
-		r.Partners = append(r.Partners, p)
+		// A registration is never replaced, pending or approved: a new
+		// recipient key is a new registration, of a new identity.
+		if slices.ContainsFunc(r.Partners, func(o partnerRecord) bool { return o.Identity == p.Identity }) ||
+			slices.ContainsFunc(r.Changes, func(c changeRecord) bool { return c.Partner != nil && c.Partner.Identity == p.Identity }) {
+			return &partnerExistsError{identity: p.Identity, project: r.ID}
+		}
+		ch = changeRecord{ID: nextChange(r), ProposedBy: ci.identity, Proposed: p.Registered, Reason: req.GetReason(), Partner: &p}
+		r.Changes = append(r.Changes, ch)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	// TODO(trust model): a pending change approved by another person.
-	return &lopnrv1.ProjectChange{Project: req.GetProject(), Partner: p.proto(req.GetProject())}, nil
+	ci.job = ch.ID
+	ci.reason = fmt.Sprintf("change %s proposed: partner %s, exchanges %s, budget %d; reason: %s", ch.ID, p.Identity,
+		strings.Join(ex, ","), p.Budget, req.GetReason())
+	return ch.proto(rec.ID), nil
 }
 
 func (ps partnerService) ListPartners(ctx context.Context, req *lopnrv1.ListPartnersRequest) (*lopnrv1.ListPartnersResponse, error) {
@@ -93,11 +137,15 @@ func (ps partnerService) ListPartners(ctx context.Context, req *lopnrv1.ListPart
 	return out, nil
 }
 
-// registered returns the caller's registration on the project: the
-// partner role in the policy is not enough.
-func (s *Server) registered(ctx context.Context, project string) (projectRecord, partnerRecord, error) {
+// registered returns the caller's registration on a live project, which
+// must name the exchange asked for ("" for any): the partner role in the
+// policy is not enough.
+func (s *Server) registered(ctx context.Context, project, exchange string) (projectRecord, partnerRecord, error) {
 	rec, err := s.projects.get(project)
 	if err != nil {
+		return rec, partnerRecord{}, err
+	}
+	if err := rec.live(); err != nil {
 		return rec, partnerRecord{}, err
 	}
 	id := call(ctx).identity
@@ -105,7 +153,11 @@ func (s *Server) registered(ctx context.Context, project string) (projectRecord,
 	if i < 0 {
 		return rec, partnerRecord{}, &notPartnerError{id, project}
 	}
-	return rec, rec.Partners[i], nil
+	p := rec.Partners[i]
+	if exchange != "" && !slices.Contains(p.Exchanges, exchange) {
+		return rec, p, &exchangeError{identity: id, project: project, exchange: exchange, has: p.Exchanges}
+	}
+	return rec, p, nil
 }
 
 // projectKey derives the project's OPRF key; it fails once the kodnyckel
@@ -120,7 +172,7 @@ func (s *Server) projectKey(ctx context.Context, project string) (*partner.Key, 
 
 func (ps partnerService) GetPartnerKeys(ctx context.Context, req *lopnrv1.GetPartnerKeysRequest) (*lopnrv1.PartnerKeys, error) {
 	s := ps.s
-	_, p, err := s.registered(ctx, req.GetProject())
+	_, p, err := s.registered(ctx, req.GetProject(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -134,8 +186,32 @@ func (ps partnerService) GetPartnerKeys(ctx context.Context, req *lopnrv1.GetPar
 
 func (ps partnerService) GetKeyFile(req *lopnrv1.GetKeyFileRequest, stream lopnrv1.PartnerService_GetKeyFileServer) error {
 	s, ctx := ps.s, stream.Context()
-	_, p, err := s.registered(ctx, req.GetProject())
+	ci := call(ctx)
+	_, p, err := s.registered(ctx, req.GetProject(), exchangeKeyFile)
 	if err != nil {
+		return err
+	}
+	if req.GetGrant() == "" {
+		return &fieldError{"grant", "an approved key-file grant (RequestKeyFile, then a second person's ApproveKeyFile)"}
+	}
+	ci.job = req.GetGrant()
+	if _, err := s.cfg.Keys.Project(ctx, req.GetProject()); err != nil {
+		return err // destroyed or past retention: the grant stays unused
+	}
+	// The grant is used first: the file is given at most once, even if
+	// the stream fails after this.
+	if _, err := s.grants.update(req.GetGrant(), func(g *keyFileGrant) error {
+		switch {
+		case g.Project != req.GetProject() || g.Partner != ci.identity:
+			return &notFoundError{"key-file grant", req.GetGrant()}
+		case g.ApprovedBy == "":
+			return &stateError{"key-file grant " + g.ID + " waits for a second person's approval (ApproveKeyFile)"}
+		case !g.Used.IsZero():
+			return &stateError{"key-file grant " + g.ID + " was used on " + g.Used.Format(time.DateOnly) + "; a grant gives one file: request another"}
+		}
+		g.Used = s.cfg.Clock().UTC()
+		return nil
+	}); err != nil {
 		return err
 	}
 	recips, err := extract.ParseRecipients([]string{p.Recipient})
@@ -186,7 +262,7 @@ func (ps partnerService) GetKeyFile(req *lopnrv1.GetKeyFileRequest, stream lopnr
 			return err
 		}
 	}
-	call(ctx).reason = fmt.Sprintf("key file of %d persons, encrypted to the partner's registered key", persons)
+	ci.reason = fmt.Sprintf("key file of %d persons under grant %s, encrypted to the partner's registered key", persons, req.GetGrant())
 	return nil
 }
 
@@ -198,7 +274,7 @@ func (ps partnerService) Evaluate(stream lopnrv1.PartnerService_EvaluateServer) 
 	}
 	ctx := stream.Context()
 	ci, project := call(ctx), req.GetProject()
-	if _, _, err := s.registered(ctx, project); err != nil {
+	if _, _, err := s.registered(ctx, project, exchangeBlind); err != nil {
 		return err
 	}
 	key, err := s.projectKey(ctx, project)
@@ -242,6 +318,61 @@ func (ps partnerService) Evaluate(stream lopnrv1.PartnerService_EvaluateServer) 
 	}
 }
 
+// The bounds of an upload: a line of the partner's file, and the rows a
+// partner may upload to a project in a day (Config can set both).
+const (
+	defaultImportMaxLine    = 64 << 10
+	defaultImportRowsPerDay = 10_000_000
+)
+
+func (s *Server) importMaxLine() int {
+	if s.cfg.ImportMaxLine > 0 {
+		return s.cfg.ImportMaxLine
+	}
+	return defaultImportMaxLine
+}
+
+func (s *Server) importRowsPerDay() int64 {
+	if s.cfg.ImportRowsPerDay > 0 {
+		return s.cfg.ImportRowsPerDay
+	}
+	return defaultImportRowsPerDay
+}
+
+// uploadedToday is how many rows a partner has uploaded today.
+func (p partnerRecord) uploadedToday(day string) int64 {
+	if p.UploadDay != day {
+		return 0
+	}
+	return p.UploadedRows
+}
+
+// importRecord keeps what an import found, for the extraction team (the
+// job's report) and never for the partner: how many of its rows were of
+// the project's persons would tell it who is in the cohort.
+type importRecord struct {
+	Job      string    `json:"job"`
+	Project  string    `json:"project"`
+	Source   string    `json:"source"`
+	At       time.Time `json:"at"`
+	Rows     int64     `json:"rows"`
+	Matched  int64     `json:"matched"`
+	Persons  int64     `json:"persons"`
+	KeyedBy  string    `json:"keyed_by"`
+	Received string    `json:"received_from,omitempty"`
+}
+
+// importReport is the lines a job's report begins with when the job is a
+// partner's import: the counts the partner is never told.
+func (s *Server) importReport(job string) string {
+	r, err := s.imports.get(job)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("Partner import (%s, keyed by %s): %d rows received, %d of them of %d of the project's persons, %d matched nobody and were dropped.\n\n",
+		r.Source, r.KeyedBy, r.Rows, r.Matched, r.Persons, r.Rows-r.Matched)
+}
+
 func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportPartnerFileServer) error {
 	s := ps.s
 	first, err := stream.Recv()
@@ -250,7 +381,7 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	}
 	ctx := stream.Context()
 	ci, h := call(ctx), first.GetHeader()
-	rec, _, err := s.registered(ctx, h.GetProject())
+	rec, _, err := s.registered(ctx, h.GetProject(), "")
 	if err != nil {
 		return err
 	}
@@ -268,13 +399,31 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	case len(h.GetVariables()) == 0:
 		return &fieldError{"header.variables", "at least one column to deliver, with its transform"}
 	}
+	// A LopNr-keyed file needs the import exchange; a pseudonym-keyed
+	// one, blind linkage.
+	exchange := exchangeImport
+	if h.GetKeyedBy() == lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM {
+		exchange = exchangeBlind
+	}
+	rec, p, err := s.registered(ctx, rec.ID, exchange)
+	if err != nil {
+		return err
+	}
+	if rec, err = s.approvedProject(rec.ID); err != nil {
+		return err
+	}
 	if _, err := s.cfg.Keys.Project(ctx, rec.ID); err != nil {
 		return err // destroyed or past retention
 	}
+	day, limit := s.cfg.Clock().UTC().Format(time.DateOnly), s.importRowsPerDay()
+	left := limit - p.uploadedToday(day)
+	if left <= 0 {
+		return &uploadBudgetError{project: rec.ID, limit: limit}
+	}
 
-	// The partner's rows are resolved to the project's persons through the
-	// kodnyckel: by LopNr, or by the pseudonym of each of its persons.
-	resolve, err := s.resolver(ctx, rec.ID, h.GetKeyedBy())
+	// The partner's rows are resolved to the project's persons through
+	// the kodnyckel's index, built once per project.
+	resolve, err := s.cohort.resolver(ctx, s, rec.ID, h.GetKeyedBy() == lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM)
 	if err != nil {
 		return err
 	}
@@ -317,11 +466,20 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	if err != nil {
 		return &fieldError{"data", "a file encrypted with age to the service's recipient (GetPartnerKeys)"}
 	}
-	res, err := partner.ConvertImport(plain, dir, h.GetIdentityColumn(), delim, resolve)
+	res, err := partner.ConvertImport(plain, dir, partner.ImportOptions{IdentityColumn: h.GetIdentityColumn(), Delimiter: delim,
+		Resolve: resolve, MaxLine: s.importMaxLine(), MaxRows: left})
+	var tooMany *partner.RowLimitError
+	if errors.As(err, &tooMany) {
+		return &uploadBudgetError{project: rec.ID, limit: limit, left: left}
+	}
 	if err != nil {
 		return importError(err)
 	}
-	ci.reason = fmt.Sprintf("%d rows: %d of %d persons of the project, %d rows unmatched", res.Rows, res.Matched, res.Persons, res.Rows-res.Matched)
+	keyedBy := map[lopnrv1.KeyedBy]string{lopnrv1.KeyedBy_KEYED_BY_LOPNR: "LopNr", lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM: "pseudonym"}[h.GetKeyedBy()]
+	// The counts go to the audit log and the job's report; the partner
+	// hears only how many rows were received.
+	ci.reason = fmt.Sprintf("%d rows received, keyed by %s: %d of %d persons of the project, %d rows unmatched",
+		res.Rows, keyedBy, res.Matched, res.Persons, res.Rows-res.Matched)
 
 	spec, err := importSpec(rec, h, dir)
 	if err != nil {
@@ -332,6 +490,25 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 		return err
 	}
 	if err := extract.CheckApproval(parsed, rec.Approval); err != nil {
+		return err
+	}
+	if _, err := s.projects.update(rec.ID, func(r *projectRecord) error {
+		i := slices.IndexFunc(r.Partners, func(o partnerRecord) bool { return o.Identity == ci.identity })
+		if i < 0 {
+			return &notPartnerError{ci.identity, r.ID}
+		}
+		o := &r.Partners[i]
+		used := o.uploadedToday(day)
+		if used+res.Rows > limit { // another upload of the same day came first
+			return &uploadBudgetError{project: r.ID, limit: limit, left: limit - used}
+		}
+		o.UploadDay, o.UploadedRows = day, used+res.Rows
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.imports.create(id, importRecord{Job: id, Project: rec.ID, Source: h.GetSource(), At: s.cfg.Clock().UTC(),
+		Rows: res.Rows, Matched: res.Matched, Persons: res.Persons, KeyedBy: keyedBy, Received: ci.identity}); err != nil {
 		return err
 	}
 	j, err := s.jobs.SubmitID(id, rec.ID, ci.identity, spec)
@@ -349,43 +526,6 @@ func importError(err error) error {
 		return &fieldError{ie.Field, ie.Want}
 	}
 	return err
-}
-
-// resolver returns the function that finds the canonical personnummer of
-// a partner row's key, or "" for a key of nobody in the project.
-func (s *Server) resolver(ctx context.Context, project string, by lopnrv1.KeyedBy) (func(string) string, error) {
-	var canonicals []string // by LopNr - 1
-	if err := s.cfg.Keys.Mappings(ctx, project, func(c string, r keystore.RunNumber) error {
-		if int(r) != len(canonicals)+1 {
-			return fmt.Errorf("project %s: the kodnyckel's LopNr are not 1..N in order (LopNr %d after %d)", project, r, len(canonicals))
-		}
-		canonicals = append(canonicals, c)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if by == lopnrv1.KeyedBy_KEYED_BY_LOPNR {
-		return func(key string) string {
-			r, err := strconv.ParseInt(strings.TrimSpace(key), 10, 64)
-			if err != nil || r < 1 || r > int64(len(canonicals)) {
-				return ""
-			}
-			return canonicals[r-1]
-		}, nil
-	}
-	key, err := s.projectKey(ctx, project)
-	if err != nil {
-		return nil, err
-	}
-	pseudonyms, err := key.Pseudonyms(canonicals, 0)
-	if err != nil {
-		return nil, err
-	}
-	byPseudonym := make(map[string]string, len(canonicals))
-	for i, p := range pseudonyms {
-		byPseudonym[p] = canonicals[i]
-	}
-	return func(key string) string { return byPseudonym[strings.ToLower(strings.TrimSpace(key))] }, nil
 }
 
 // importSpec is the job spec of a supplementary delivery from an import:
@@ -407,10 +547,8 @@ func importSpec(rec projectRecord, h *lopnrv1.ImportHeader, dir string) ([]byte,
 	spec := map[string]any{
 		"project": rec.ID,
 		"epm_dnr": rec.EPMDnr,
-		"profiles": []map[string]any{{"name": "partner-import", "description": "a partner's file, resolved to the project's persons",
-			"kind": "events", "format": "csv", "delimiter": ";", "header": true, "encoding": "utf-8", "identity": "PNR"}},
 		"sources": []map[string]string{
-			{"name": h.GetSource(), "profile": "partner-import", "path": filepath.Join(dir, "partner.csv")},
+			{"name": h.GetSource(), "profile": linkage.PartnerImport, "path": filepath.Join(dir, "partner.csv")},
 			{"name": cohortSource, "profile": "cohort-list", "path": filepath.Join(dir, "cohort.csv")},
 		},
 		"cohort":    map[string]string{"list": cohortSource},

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -18,9 +20,21 @@ import (
 	"github.com/lopnr/lopnr/server/authz"
 )
 
-// DevIdentity is every caller's identity when the server runs without TLS
-// (lopnrd --dev).
+// DevIdentity is a caller's identity when the server runs without TLS
+// (lopnrd --dev) and the caller names no other dev identity.
 const DevIdentity = "CN=dev,O=lopnrd --dev"
+
+// DevIdentityHeader is the gRPC metadata key with which a caller of a
+// server without TLS chooses one of DevIdentities (lopnr --dev --as NAME).
+// A server with TLS ignores it: there the identity is the certificate's.
+const DevIdentityHeader = "lopnr-dev-as"
+
+// DevIdentities are the names of the other dev identities, each
+// "CN=dev-NAME,O=lopnrd --dev": the second persons of the four-eyes steps
+// on a laptop.
+var DevIdentities = []string{"approver", "keyholder", "researcher", "partner", "auditor", "admin", "extractor"}
+
+func devIdentity(name string) string { return "CN=dev-" + name + ",O=lopnrd --dev" }
 
 // rule says how one RPC is authorised: the action it takes, and how to find
 // the project it acts on from its request ("" for none).
@@ -91,10 +105,13 @@ var rules = map[string]rule{
 	lopnrv1.ProjectService_ExtendRetention_FullMethodName: {action: "project.extend", project: projectID},
 	lopnrv1.ProjectService_SetHold_FullMethodName:         {action: "project.hold", project: projectID},
 	lopnrv1.ProjectService_DestroyProject_FullMethodName:  {action: "project.destroy", project: projectID},
+	lopnrv1.ProjectService_ProposeChange_FullMethodName:   {action: "project.propose", project: projectField},
+	lopnrv1.ProjectService_ApproveChange_FullMethodName:   {action: "project.approve", project: projectField},
+	lopnrv1.ProjectService_ListChanges_FullMethodName:     {action: "project.changes", project: projectField, quiet: true},
 
 	lopnrv1.JobService_SubmitJob_FullMethodName: {action: "job.submit", project: specProject},
 	lopnrv1.JobService_GetJob_FullMethodName:    {action: "job.get", project: jobProject, quiet: true},
-	lopnrv1.JobService_ListJobs_FullMethodName:  {action: "job.get", project: projectField, quiet: true},
+	lopnrv1.JobService_ListJobs_FullMethodName:  {action: "job.list", project: projectField, quiet: true},
 	lopnrv1.JobService_CancelJob_FullMethodName: {action: "job.cancel", project: jobProject},
 	lopnrv1.JobService_WatchJob_FullMethodName:  {action: "job.get", project: jobProject, quiet: true},
 
@@ -111,6 +128,9 @@ var rules = map[string]rule{
 	lopnrv1.PartnerService_ListPartners_FullMethodName:      {action: "partner.list", project: projectField, quiet: true},
 	lopnrv1.PartnerService_GetPartnerKeys_FullMethodName:    {action: "partner.keys", project: projectField, quiet: true},
 	lopnrv1.PartnerService_GetKeyFile_FullMethodName:        {action: "key.keyfile", project: projectField},
+	lopnrv1.PartnerService_RequestKeyFile_FullMethodName:    {action: "key.keyfile-request", project: projectField},
+	lopnrv1.PartnerService_ApproveKeyFile_FullMethodName:    {action: "key.keyfile-approve", project: projectField},
+	lopnrv1.PartnerService_ListKeyFileGrants_FullMethodName: {action: "key.keyfile-grants", project: projectField, quiet: true},
 	lopnrv1.PartnerService_Evaluate_FullMethodName:          {action: "partner.evaluate", project: projectField},
 	lopnrv1.PartnerService_ImportPartnerFile_FullMethodName: {action: "partner.import", project: importProject},
 
@@ -137,10 +157,18 @@ func call(ctx context.Context) *callInfo {
 }
 
 // identity returns the caller's identity: the subject of the verified
-// client certificate, or DevIdentity without TLS.
+// client certificate, or without TLS DevIdentity or the dev identity the
+// caller names.
 func (s *Server) identity(ctx context.Context) (string, error) {
 	if s.cfg.TLS == nil {
-		return DevIdentity, nil
+		as := metadata.ValueFromIncomingContext(ctx, DevIdentityHeader)
+		switch {
+		case len(as) == 0:
+			return DevIdentity, nil
+		case len(as) == 1 && slices.Contains(DevIdentities, as[0]):
+			return devIdentity(as[0]), nil
+		}
+		return "", status.Errorf(codes.Unauthenticated, "%s: one of %s", DevIdentityHeader, strings.Join(DevIdentities, ", "))
 	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {

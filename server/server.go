@@ -99,6 +99,14 @@ type Config struct {
 	MemoryLimit string
 	// Clock tells the time; default the system clock.
 	Clock func() time.Time
+	// Limits bound connections, streams, requests and pings; default
+	// DefaultLimits. lopnrd applies Limits.Listener to its listener.
+	Limits Limits
+	// ImportMaxLine bounds a line of a partner's upload, in bytes; default
+	// 64 KiB. ImportRowsPerDay bounds the rows a partner uploads to a
+	// project in a day (UTC); default 10 000 000.
+	ImportMaxLine    int
+	ImportRowsPerDay int64
 }
 
 // Server is the lopnr gRPC server.
@@ -119,6 +127,10 @@ type Server struct {
 	projects   *records[projectRecord]
 	deliveries *records[deliveryRecord]
 	reidents   *records[reidentRecord]
+	grants     *records[keyFileGrant]
+	imports    *records[importRecord]
+	// cohort resolves partners' uploads to the projects' persons.
+	cohort cohortIndexes
 }
 
 // New opens the server's state in cfg.DataDir (failing cleanly any job
@@ -154,6 +166,12 @@ func New(cfg Config) (*Server, error) {
 	if s.reidents, err = openRecords[reidentRecord]("re-identification", filepath.Join(cfg.DataDir, "reidentifications")); err != nil {
 		return nil, err
 	}
+	if s.grants, err = openRecords[keyFileGrant]("key-file grant", filepath.Join(cfg.DataDir, "keyfile-grants")); err != nil {
+		return nil, err
+	}
+	if s.imports, err = openRecords[importRecord]("import", filepath.Join(cfg.DataDir, "imports")); err != nil {
+		return nil, err
+	}
 	if s.serviceID, err = loadOrCreateIdentity(filepath.Join(cfg.DataDir, "service-age.key")); err != nil {
 		return nil, err
 	}
@@ -167,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	opts = append(opts, grpc.UnaryInterceptor(s.unary), grpc.StreamInterceptor(s.stream))
+	opts = append(opts, cfg.Limits.serverOptions()...)
 	s.grpc, s.health = grpc.NewServer(opts...), health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	lopnrv1.RegisterSystemServiceServer(s.grpc, systemService{})
@@ -293,11 +312,16 @@ func (systemService) GetInfo(context.Context, *lopnrv1.GetInfoRequest) (*lopnrv1
 	return &lopnrv1.GetInfoResponse{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion}, nil
 }
 
-// DevPolicy is the policy of lopnrd --dev without a policy file:
-// DevIdentity has every role in every project. The four-eyes steps
-// (release, re-identification) need a second identity, and so mutual TLS.
+// DevPolicy is the policy of lopnrd --dev without a policy file: every
+// dev identity (DevIdentity and those of DevIdentities) has every role in
+// every project, so that one person at a laptop can play the second person
+// of each four-eyes step with lopnr --dev --as NAME. A dev server is
+// insecure by design: it has no TLS and trusts what a caller says it is.
 func DevPolicy() *authz.Policy {
-	return &authz.Policy{Identities: map[string]authz.IdentityRoles{
-		DevIdentity: {Global: []authz.Role{authz.Extractor, authz.Approver, authz.Keyholder, authz.Researcher, authz.Auditor, authz.Admin}},
-	}}
+	all := []authz.Role{authz.Extractor, authz.Approver, authz.Keyholder, authz.Researcher, authz.Partner, authz.Auditor, authz.Admin}
+	p := &authz.Policy{Identities: map[string]authz.IdentityRoles{DevIdentity: {Global: all}}}
+	for _, name := range DevIdentities {
+		p.Identities[devIdentity(name)] = authz.IdentityRoles{Global: all}
+	}
+	return p
 }
