@@ -46,6 +46,7 @@ type config struct {
 	keys                      storeflags.Keystore
 	s3                        storeflags.S3
 	jobs                      int
+	limits                    server.Limits
 	memory                    string
 	sweepEvery                time.Duration
 	metricsListen             string
@@ -136,6 +137,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg.keys.Register(fs, "")
 	cfg.s3.Register(fs)
 	fs.IntVar(&cfg.jobs, "jobs", 2, "jobs run at once; more wait in the queue")
+	fs.IntVar(&cfg.limits.Connections, "max-connections", server.DefaultLimits.Connections, "connections served at once; more wait until one closes")
+	fs.IntVar(&cfg.limits.Streams, "max-streams", server.DefaultLimits.Streams, "calls open at once on one connection; the client queues more")
 	fs.StringVar(&cfg.memory, "memory", env("LOPNRD_MEMORY", "2GB"), "DuckDB's memory limit per job; beyond it, it spills to disk ($LOPNRD_MEMORY)")
 	fs.DurationVar(&cfg.sweepEvery, "sweep-interval", time.Hour, "how often the retention sweeper destroys kodnycklar past their retention; 0 turns it off")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", env("LOPNRD_METRICS_LISTEN", "127.0.0.1:9464"), "address for Prometheus metrics at /metrics; empty turns them off ($LOPNRD_METRICS_LISTEN)")
@@ -165,7 +168,10 @@ func orIn(path, dir, name string) string {
 // run serves until ctx ends. ready, when not nil, receives the address once
 // the server listens (for tests).
 func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- string) error {
-	scfg := server.Config{Logger: logger, JobLimit: cfg.jobs, MemoryLimit: cfg.memory}
+	if err := harden(); err != nil {
+		return err
+	}
+	scfg := server.Config{Logger: logger, JobLimit: cfg.jobs, MemoryLimit: cfg.memory, Limits: cfg.limits}
 	if cfg.dev {
 		host, _, err := net.SplitHostPort(cfg.listen)
 		if err != nil {
@@ -239,6 +245,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		srv.Close()
 		return err
 	}
+	l = scfg.Limits.Listener(l)
 	var ml net.Listener
 	if cfg.metricsListen != "" {
 		if ml, err = net.Listen("tcp", cfg.metricsListen); err != nil {
@@ -255,7 +262,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if cfg.sweepEvery > 0 {
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go sweeper.Run(sctx, scfg.Keys, scfg.Audit, cfg.sweepEvery, logger)
+		go sweeper.Run(sctx, srv, scfg.Audit, cfg.sweepEvery, logger) // srv.Sweep: the key store's sweep, then the destroyed projects' records
 	}
 	head := scfg.Audit.Head()
 	attrs := []any{"addr", l.Addr().String(), "version", buildinfo.Read().Version, "mtls", scfg.TLS != nil,
