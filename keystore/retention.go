@@ -144,30 +144,15 @@ func (k *Keystore) destroy(ctx context.Context, p Project) (Receipt, error) {
 
 // Sweep destroys every project past its retain_until that has no legal
 // hold and returns a receipt for each. It finishes a destruction that an
-// earlier sweep left half-done. The server runs it on a schedule;
-// `lopnr keys sweep` runs it by hand.
+// earlier sweep left half-done. `lopnr keys sweep` runs it by hand; the
+// server's sweeper calls [Keystore.Due] and [Keystore.SweepProject]
+// itself, so that it can audit each destruction before it starts.
 func (k *Keystore) Sweep(ctx context.Context) ([]Receipt, error) {
-	ids, err := k.Projects(ctx)
-	if err != nil {
-		return nil, err
-	}
-	now := k.clock.Now()
+	ids, err := k.Due(ctx)
+	errs := []error{err}
 	var receipts []Receipt
-	var errs []error
 	for _, id := range ids {
-		p, _, err := k.readProject(ctx, id)
-		var destroyed *DestroyedError
-		if errors.As(err, &destroyed) || errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if !p.Destroying && (p.Hold || now.Before(p.RetainUntil)) {
-			continue // a half-done destruction is finished whatever the dates
-		}
-		r, err := k.destroy(ctx, p)
+		r, err := k.SweepProject(ctx, id)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -158,6 +158,7 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("Holds", func(t *testing.T) { testHolds(t, newEnv(t, factory), all) })
 	t.Run("ExtendRetention", func(t *testing.T) { testExtend(t, newEnv(t, factory), all) })
 	t.Run("Errors", func(t *testing.T) { testErrors(t, newEnv(t, factory), all) })
+	t.Run("ServiceRecords", func(t *testing.T) { testServiceRecords(t, newEnv(t, factory)) })
 }
 
 func testStableAndDense(t *testing.T, e *env, all []personnummer.Number) {
@@ -682,4 +683,99 @@ func Generated(n int) []personnummer.Number {
 		day = day.AddDate(0, 0, 1)
 	}
 	return out
+}
+
+// testServiceRecords: a service key is created once, whoever asks first
+// and however many ask at once; service records change by check-and-set
+// without losing a writer's change; and no project's destruction reaches
+// either.
+func testServiceRecords(t *testing.T, e *env) {
+	const workers = 8
+	var created sync.WaitGroup
+	keys := make([][]byte, workers)
+	errs := make(chan error, 2*workers)
+	stores := make([]*keystore.Keystore, workers) // another Store instance each
+	for w := range stores {
+		stores[w] = e.keystore()
+	}
+	for w := range workers {
+		created.Add(1)
+		go func() {
+			defer created.Done()
+			k, err := stores[w].ServiceKey(e.ctx, "audit-signer", func() ([]byte, error) { return []byte(fmt.Sprint("key of ", w)), nil })
+			keys[w] = k
+			errs <- err
+		}()
+	}
+	created.Wait()
+	for w := range workers {
+		if err := <-errs; err != nil {
+			t.Fatalf("ServiceKey: %v", err)
+		}
+		if string(keys[w]) != string(keys[0]) || len(keys[w]) == 0 {
+			t.Fatalf("ServiceKey gave %q and %q: two keys for one name", keys[0], keys[w])
+		}
+	}
+	again, err := e.keystore().ServiceKey(e.ctx, "audit-signer", func() ([]byte, error) { return nil, errors.New("created twice") })
+	if err != nil || string(again) != string(keys[0]) {
+		t.Fatalf("ServiceKey again = %q, %v; want %q", again, err, keys[0])
+	}
+	if _, err := e.ks.ServiceKey(e.ctx, "../projects/p1", nil); !errors.Is(err, keystore.ErrInvalidArgument) {
+		t.Fatalf("ServiceKey with a path for a name: %v, want ErrInvalidArgument", err)
+	}
+	if _, err := e.ks.ServiceRecord(e.ctx, "counter"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("ServiceRecord before any write: %v, want ErrNotFound", err)
+	}
+
+	// Every writer's increment counts, across Store instances.
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- stores[w].UpdateServiceRecord(e.ctx, "counter", func(old []byte) ([]byte, error) {
+				n := 0
+				if old != nil {
+					fmt.Sscan(string(old), &n)
+				}
+				return []byte(fmt.Sprint(n + 1)), nil
+			})
+		}()
+	}
+	wg.Wait()
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatalf("UpdateServiceRecord: %v", err)
+		}
+	}
+	if b, err := e.keystore().ServiceRecord(e.ctx, "counter"); err != nil || string(b) != fmt.Sprint(workers) {
+		t.Fatalf("counter = %q, %v; want %d", b, err, workers)
+	}
+	// A change that returns nil keeps the record.
+	if err := e.ks.UpdateServiceRecord(e.ctx, "counter", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := e.ks.ServiceRecord(e.ctx, "counter"); string(b) != fmt.Sprint(workers) {
+		t.Fatalf("counter = %q after a change that kept it", b)
+	}
+
+	// A project of the same name, destroyed, leaves them alone; and they
+	// are not projects.
+	e.project("audit-signer", time.Hour)
+	e.clock.Advance(2 * time.Hour)
+	if due, err := e.ks.Due(e.ctx); err != nil || !slices.Equal(due, []string{"audit-signer"}) {
+		t.Fatalf("Due = %v, %v; want the one expired project", due, err)
+	}
+	if _, err := e.ks.Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := e.ks.Projects(e.ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("Projects = %v, %v; want none", ids, err)
+	}
+	if b, err := e.keystore().ServiceKey(e.ctx, "audit-signer", nil); err != nil || string(b) != string(keys[0]) {
+		t.Fatalf("the service key after a project of its name was destroyed: %q, %v", b, err)
+	}
+	if b, err := e.keystore().ServiceRecord(e.ctx, "counter"); err != nil || string(b) != fmt.Sprint(workers) {
+		t.Fatalf("the service record after a sweep: %q, %v", b, err)
+	}
 }

@@ -5,12 +5,49 @@
 //
 // Entries record who did what to which project and job, and how it ended;
 // never an identity number. A free-text reason that holds something shaped
-// like one is redacted before it is written.
+// like one is redacted before it is written. A sensitive act (a release, a
+// key file, a destruction, a re-identification, a four-eyes approval) is
+// entered before it is taken ([Log.Intend]): when the entry cannot be
+// written, or its checkpoint signed, the act is refused.
 //
-// The chain proves the log consistent with itself. Truncating its end, or
-// rewriting everything after some entry, is detectable only against a head
-// kept elsewhere: [Log.Head] gives the last sequence number and hash, which
-// the server exports (metrics, logs) so that an auditor can pin it.
+// # Checkpoints
+//
+// The chain proves the log consistent with itself only: whoever holds the
+// file can cut its end, or change an entry and recompute every hash after
+// it, and the chain still verifies. Against them the log signs checkpoints
+// ([Log.Checkpoint]) with a key kept outside the data directory (in the key
+// store), and keeps the newest there too ([Keeper]), where the holder of the
+// data directory can neither forge one nor roll one back. [Checkpoint.Check]
+// then fails, naming what was done, for a log that was cut before the
+// checkpoint or rewritten under it.
+//
+// A checkpoint is a C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint)
+// in a signed note (https://c2sp.org/signed-note, golang.org/x/mod/sumdb/note),
+// the format Go's checksum database and Certificate Transparency's
+// tiled logs use:
+//
+//	lopnrd.region.example/audit
+//	1342
+//	mK3bnQ2aMp0Sg9jp3k+0kJFPVcdRmvaQkYw+0tzb6Hk=
+//
+//	— lopnrd.region.example/audit hc3D5I6Rp8xB0FMqkzNWTfZ5oB4ZXsBn0GcV0kUBXp0Z5hV1Y0AdLJnXr8z5kqM1Xw3AXCTlxpHrWV9hP7cKBRzNvQs=
+//
+// The lines are the log's origin (the key's name), the number of entries,
+// and the RFC 6962 Merkle tree hash of the entries, whose leaves are the
+// log's lines without their line end: golang.org/x/mod/sumdb/tlog, or any
+// RFC 6962 implementation, recomputes it from the file, and note.Open
+// checks the signature with the verifier key lopnrd logs at start. The
+// Merkle tree rather than the chain's last hash is signed so that a third
+// party's tools check it as they check any transparency log, and so that a
+// newer checkpoint can be proved to extend an older one without the whole
+// file; the hash chain stays, to name the first entry that was altered.
+//
+// transparency-dev/tessera was considered and not used: it is built to
+// serve large public logs as static tiles, integrates entries in batches
+// after Add returns (an intent entry must be on disk before the act it
+// announces), and would bring its storage layout and some hundred modules
+// for a log of a few thousand entries a day that one process writes. The
+// format, not the library, is what lets a third party check the log.
 package audit
 
 import (
@@ -28,6 +65,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/lopnr/lopnr/linkage/personnummer"
 )
 
@@ -39,7 +79,7 @@ type Entry struct {
 	Action   string    `json:"action"`   // such as job.submit, delivery.release, key.reidentify
 	Project  string    `json:"project,omitempty"`
 	Job      string    `json:"job,omitempty"`
-	Outcome  string    `json:"outcome"` // ok, denied, failed
+	Outcome  string    `json:"outcome"` // ok, denied, failed; or intent, before a sensitive act
 	Reason   string    `json:"reason,omitempty"`
 	// Digest is a hex SHA-256 the action produced, such as a destruction
 	// receipt's; unlike Reason it is kept as is, and must be hex.
@@ -58,6 +98,10 @@ func (e Entry) hash() string {
 
 var hexDigest = regexp.MustCompile(`^([0-9a-f]{64})?$`)
 
+// Intent is the outcome of the entry [Log.Intend] writes before a
+// sensitive act; the act's own entry follows with how it ended.
+const Intent = "intent"
+
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
 	mu    sync.Mutex
@@ -65,7 +109,17 @@ type Log struct {
 	f     *os.File
 	seq   int64
 	last  string
+	tree  tree
 	clock func() time.Time
+
+	// Checkpoints, once EnableCheckpoints ran. cpMu serialises signing;
+	// signed (the newest checkpoint signed or found kept) is read under mu.
+	cpMu     sync.Mutex
+	signer   note.Signer
+	verifier note.Verifier
+	vkey     string
+	keep     Keeper
+	signed   Checkpoint
 }
 
 // Open opens (or creates, mode 0600) the log at path, verifies the chain
@@ -75,7 +129,7 @@ func Open(path string, clock func() time.Time) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	head, err := Verify(f)
+	t, head, _, err := verifyTo(f, 0)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
@@ -83,7 +137,7 @@ func Open(path string, clock func() time.Time) (*Log, error) {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Log{path: path, f: f, seq: head.Seq, last: head.Hash, clock: clock}, nil
+	return &Log{path: path, f: f, seq: head.Seq, last: head.Hash, tree: t, clock: clock}, nil
 }
 
 // Append writes an entry (Seq, Time, Prev and Hash are filled in), synced to
@@ -113,20 +167,23 @@ func (l *Log) Append(e Entry) (Entry, error) {
 		return Entry{}, fmt.Errorf("audit log: %w", err)
 	}
 	l.seq, l.last = e.Seq, e.Hash
+	l.tree.add(tlog.RecordHash(b))
 	return e, nil
 }
 
-// Head is the last entry's sequence number and hash.
+// Head is the last entry's sequence number and hash, and the Merkle tree
+// hash of the log's entries (see [Checkpoint]).
 type Head struct {
 	Seq  int64
 	Hash string
+	Root tlog.Hash
 }
 
 // Head returns the log's head.
 func (l *Log) Head() Head {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Head{l.seq, l.last}
+	return Head{l.seq, l.last, l.tree.root()}
 }
 
 // Verify recomputes the chain of the log as it now is on disk, as
@@ -185,15 +242,24 @@ func (e *VerifyError) Unwrap() error { return ErrTampered }
 
 // Verify reads a log from the start and recomputes its chain. It returns
 // the head, or a VerifyError naming the first entry that was altered,
-// removed or reordered.
+// removed or reordered. A log cut after a whole entry, or rewritten with
+// its chain recomputed, verifies: [Checkpoint.Check] finds those.
 func Verify(r io.ReadSeeker) (Head, error) {
+	_, head, _, err := verifyTo(r, 0)
+	return head, err
+}
+
+// verifyTo is Verify that also returns the Merkle tree of the entries, and
+// its hash after the first at entries (when the log has that many).
+func verifyTo(r io.ReadSeeker, at int64) (tree, Head, tlog.Hash, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return Head{}, err
+		return tree{}, Head{}, tlog.Hash{}, err
 	}
 	type link struct {
 		seq        int64
 		prev, hash string
-		bad        string // why the entry itself is invalid
+		leaf       tlog.Hash // the tree's leaf: the line's RFC 6962 record hash
+		bad        string    // why the entry itself is invalid
 	}
 	var links []link
 	sc := bufio.NewScanner(r)
@@ -217,11 +283,11 @@ func Verify(r io.ReadSeeker) (Head, error) {
 			// bytes do not.
 			links = append(links, link{seq: e.Seq, bad: "altered: not as lopnr writes it"})
 		default:
-			links = append(links, link{seq: e.Seq, prev: e.Prev, hash: e.Hash})
+			links = append(links, link{seq: e.Seq, prev: e.Prev, hash: e.Hash, leaf: tlog.RecordHash(line[:len(line)-1])})
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return Head{}, err
+		return tree{}, Head{}, tlog.Hash{}, err
 	}
 	later := func(i int, seq int64) bool {
 		for _, l := range links[i+1:] {
@@ -231,24 +297,37 @@ func Verify(r io.ReadSeeker) (Head, error) {
 		}
 		return false
 	}
-	var head Head
+	var (
+		head   Head
+		t      tree
+		rootAt tlog.Hash
+	)
 	for i, l := range links {
 		want, line := head.Seq+1, i+1
+		var what string
 		switch {
 		case l.bad != "":
-			return Head{}, &VerifyError{Line: line, Seq: want, What: l.bad}
+			what = l.bad
 		case l.seq < want:
-			return Head{}, &VerifyError{Line: line, Seq: want, What: fmt.Sprintf("reordered or repeated: entry %d stands where %d belongs", l.seq, want)}
+			what = fmt.Sprintf("reordered or repeated: entry %d stands where %d belongs", l.seq, want)
 		case l.seq > want && later(i, want):
-			return Head{}, &VerifyError{Line: line, Seq: want, What: fmt.Sprintf("reordered: entry %d stands where %d belongs", l.seq, want)}
+			what = fmt.Sprintf("reordered: entry %d stands where %d belongs", l.seq, want)
 		case l.seq > want:
-			return Head{}, &VerifyError{Line: line, Seq: want, What: fmt.Sprintf("removed: entries %d to %d are missing", want, l.seq-1)}
+			what = fmt.Sprintf("removed: entries %d to %d are missing", want, l.seq-1)
 		case l.prev != head.Hash:
-			return Head{}, &VerifyError{Line: line - 1, Seq: want - 1, What: "altered or replaced: the next entry does not chain to it"}
+			line, want, what = line-1, want-1, "altered or replaced: the next entry does not chain to it"
 		}
+		if what != "" {
+			return tree{}, Head{}, tlog.Hash{}, &VerifyError{Line: line, Seq: want, What: what}
+		}
+		t.add(l.leaf)
 		head = Head{Seq: l.seq, Hash: l.hash}
+		if head.Seq == at {
+			rootAt = t.root()
+		}
 	}
-	return head, nil
+	head.Root = t.root()
+	return t, head, rootAt, nil
 }
 
 // scanEntries splits a log into entries, each with its '\n' (the last may

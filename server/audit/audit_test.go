@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 func newLog(t *testing.T, n int) string {
@@ -197,6 +199,20 @@ type fuzzValue struct {
 // fuzzLogs keeps the logs FuzzVerify wrote: each Append syncs to disk.
 var fuzzLogs = map[fuzzKey]fuzzValue{}
 
+var fuzzSignerKey []byte
+
+// fuzzSigner signs FuzzVerify's checkpoints, with one key for the run.
+func fuzzSigner(t *testing.T) note.Signer {
+	if fuzzSignerKey == nil {
+		fuzzSignerKey = signerKey(t, "lopnrd.test/audit")
+	}
+	s, _, _, err := parseSignerKey(string(fuzzSignerKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // fuzzLog returns a log of n entries with the reason, and its heads.
 func fuzzLog(t *testing.T, n int, reason string) ([]byte, []Head) {
 	if v, ok := fuzzLogs[fuzzKey{n, reason}]; ok {
@@ -229,7 +245,8 @@ func fuzzLog(t *testing.T, n int, reason string) ([]byte, []Head) {
 // dropped or repeated) and checks that every change is named or refused:
 // Verify and Open fail with the line where the chain breaks, or, for a
 // log cut after a whole entry, Verify gives that entry's head, which
-// differs from the head the server exported before.
+// differs from the head the server exported before; and against a signed
+// checkpoint of the whole log every change fails, a cut named as one.
 func FuzzVerify(f *testing.F) {
 	f.Add(uint8(3), uint8(0), uint16(10), uint16(0), byte(0x20))
 	f.Add(uint8(4), uint8(3), uint16(200), uint16(0), byte(0))
@@ -271,13 +288,24 @@ func FuzzVerify(f *testing.F) {
 		if bytes.Equal(changed, orig) {
 			return
 		}
+		// Against a checkpoint of the whole log, nothing verifies.
+		cp, err := signCheckpoint(fuzzSigner(t), heads[len(heads)-1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cp.Check(bytes.NewReader(changed)); !errors.Is(err, ErrTampered) {
+			t.Fatalf("a changed log passes the checkpoint (op %d): %v\n%q\nwas\n%q", op%7, err, changed, orig)
+		}
 		head, err := Verify(bytes.NewReader(changed))
 		if err == nil {
 			// Only a log cut after a whole entry verifies, to that
-			// entry's head.
+			// entry's head; the checkpoint names the cut.
 			k := slices.IndexFunc(heads, func(h Head) bool { return h == head })
 			if k < 0 || k == len(heads)-1 || !bytes.Equal(changed, bytes.Join(ls[:k], nil)) {
 				t.Fatalf("a changed log verifies, head %+v (op %d):\n%q\nwas\n%q", head, op%7, changed, orig)
+			}
+			if _, err := cp.Check(bytes.NewReader(changed)); err == nil || !strings.Contains(err.Error(), "cut: ") {
+				t.Fatalf("a log cut after entry %d: %v, want the cut named", k, err)
 			}
 			return
 		}
