@@ -102,9 +102,6 @@ type Config struct {
 	// Limits bound connections, streams, requests and pings; default
 	// DefaultLimits. lopnrd applies Limits.Listener to its listener.
 	Limits Limits
-	// Limits bound connections, streams, requests and pings; default
-	// DefaultLimits. lopnrd applies Limits.Listener to its listener.
-	Limits Limits
 	// ImportMaxLine bounds a line of a partner's upload, in bytes; default
 	// 64 KiB. ImportRowsPerDay bounds the rows a partner uploads to a
 	// project in a day (UTC); default 10 000 000.
@@ -188,7 +185,6 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	opts = append(opts, grpc.UnaryInterceptor(s.unary), grpc.StreamInterceptor(s.stream))
-	opts = append(opts, cfg.Limits.serverOptions()...)
 	opts = append(opts, cfg.Limits.serverOptions()...)
 	s.grpc, s.health = grpc.NewServer(opts...), health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
