@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/lopnr/lopnr/extract"
@@ -128,27 +127,19 @@ func (s *Server) forget(project string, destroyed time.Time) error {
 	return err
 }
 
-// Sweep destroys every kodnyckel past its retention, as the key store's
-// Sweep does, and then reduces the destroyed projects' records (forget);
-// the sweeper runs it. It also finishes the records of projects destroyed
-// by another process (lopnr keys sweep) or left half-reduced by a crash.
-func (s *Server) Sweep(ctx context.Context) ([]keystore.Receipt, error) {
-	receipts, err := s.cfg.Keys.Sweep(ctx)
+// Due lists the projects whose kodnyckel the key store's sweep would
+// destroy now, for the sweeper, which audits its intent to destroy each
+// before it calls SweepProject. It first finishes the records of projects
+// destroyed by another process (lopnr keys sweep) or left half-reduced by
+// a crash.
+func (s *Server) Due(ctx context.Context) ([]string, error) {
 	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, r := range receipts {
-		if ferr := s.forgetDestroyed(r.Project, r.DestroyedAt); ferr != nil {
-			errs = append(errs, ferr)
-		}
-	}
 	recs, lerr := s.projects.list()
 	if lerr != nil {
 		errs = append(errs, lerr)
 	}
 	for _, rec := range recs {
-		if !rec.Destroyed.IsZero() || slices.ContainsFunc(receipts, func(r keystore.Receipt) bool { return r.Project == rec.ID }) {
+		if !rec.Destroyed.IsZero() {
 			continue
 		}
 		var destroyed *keystore.DestroyedError
@@ -158,7 +149,18 @@ func (s *Server) Sweep(ctx context.Context) ([]keystore.Receipt, error) {
 			}
 		}
 	}
-	return receipts, errors.Join(errs...)
+	due, err := s.cfg.Keys.Due(ctx)
+	return due, errors.Join(append(errs, err)...)
+}
+
+// SweepProject destroys the kodnyckel of a project Due listed, as the key
+// store's sweep does, and then reduces the project's records (forget).
+func (s *Server) SweepProject(ctx context.Context, id string) (keystore.Receipt, error) {
+	r, err := s.cfg.Keys.SweepProject(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	return r, s.forgetDestroyed(r.Project, r.DestroyedAt)
 }
 
 // forgetDestroyed stops what still runs for a project the sweeper

@@ -46,6 +46,12 @@ type rule struct {
 	quiet bool
 	// open RPCs need an authenticated caller and no role.
 	open bool
+	// sensitive RPCs (a release, a key file, a destruction, a
+	// re-identification, a four-eyes approval) are entered in the audit
+	// log, with a signed checkpoint, before the handler runs, and refused
+	// when they cannot be. Set it on every rule whose act lets data or the
+	// kodnyckel out, or removes them.
+	sensitive bool
 }
 
 // projectField reads the project from a request's project field.
@@ -104,9 +110,9 @@ var rules = map[string]rule{
 	lopnrv1.ProjectService_ListProjects_FullMethodName:    {action: "project.list", project: noProject, quiet: true},
 	lopnrv1.ProjectService_ExtendRetention_FullMethodName: {action: "project.extend", project: projectID},
 	lopnrv1.ProjectService_SetHold_FullMethodName:         {action: "project.hold", project: projectID},
-	lopnrv1.ProjectService_DestroyProject_FullMethodName:  {action: "project.destroy", project: projectID},
+	lopnrv1.ProjectService_DestroyProject_FullMethodName:  {action: "project.destroy", project: projectID, sensitive: true},
 	lopnrv1.ProjectService_ProposeChange_FullMethodName:   {action: "project.propose", project: projectField},
-	lopnrv1.ProjectService_ApproveChange_FullMethodName:   {action: "project.approve", project: projectField},
+	lopnrv1.ProjectService_ApproveChange_FullMethodName:   {action: "project.approve", project: projectField, sensitive: true},
 	lopnrv1.ProjectService_ListChanges_FullMethodName:     {action: "project.changes", project: projectField, quiet: true},
 
 	lopnrv1.JobService_SubmitJob_FullMethodName: {action: "job.submit", project: specProject},
@@ -116,20 +122,20 @@ var rules = map[string]rule{
 	lopnrv1.JobService_WatchJob_FullMethodName:  {action: "job.get", project: jobProject, quiet: true},
 
 	lopnrv1.DeliveryService_ListDeliveries_FullMethodName:  {action: "delivery.list", project: projectField, quiet: true},
-	lopnrv1.DeliveryService_ReleaseDelivery_FullMethodName: {action: "delivery.release", project: projectField},
+	lopnrv1.DeliveryService_ReleaseDelivery_FullMethodName: {action: "delivery.release", project: projectField, sensitive: true},
 	lopnrv1.DeliveryService_PresignDelivery_FullMethodName: {action: "delivery.presign", project: projectField},
 
 	lopnrv1.KeyService_RequestReidentification_FullMethodName: {action: "key.reidentify", project: projectField},
-	lopnrv1.KeyService_ApproveReidentification_FullMethodName: {action: "key.approve-reidentify", project: projectField},
-	lopnrv1.KeyService_Reidentify_FullMethodName:              {action: "key.reidentify", project: projectField},
-	lopnrv1.KeyService_Sweep_FullMethodName:                   {action: "key.sweep", project: noProject},
+	lopnrv1.KeyService_ApproveReidentification_FullMethodName: {action: "key.approve-reidentify", project: projectField, sensitive: true},
+	lopnrv1.KeyService_Reidentify_FullMethodName:              {action: "key.reidentify", project: projectField, sensitive: true},
+	lopnrv1.KeyService_Sweep_FullMethodName:                   {action: "key.sweep", project: noProject, sensitive: true},
 
 	lopnrv1.PartnerService_RegisterPartner_FullMethodName:   {action: "partner.register", project: projectField},
 	lopnrv1.PartnerService_ListPartners_FullMethodName:      {action: "partner.list", project: projectField, quiet: true},
 	lopnrv1.PartnerService_GetPartnerKeys_FullMethodName:    {action: "partner.keys", project: projectField, quiet: true},
-	lopnrv1.PartnerService_GetKeyFile_FullMethodName:        {action: "key.keyfile", project: projectField},
+	lopnrv1.PartnerService_GetKeyFile_FullMethodName:        {action: "key.keyfile", project: projectField, sensitive: true},
 	lopnrv1.PartnerService_RequestKeyFile_FullMethodName:    {action: "key.keyfile-request", project: projectField},
-	lopnrv1.PartnerService_ApproveKeyFile_FullMethodName:    {action: "key.keyfile-approve", project: projectField},
+	lopnrv1.PartnerService_ApproveKeyFile_FullMethodName:    {action: "key.keyfile-approve", project: projectField, sensitive: true},
 	lopnrv1.PartnerService_ListKeyFileGrants_FullMethodName: {action: "key.keyfile-grants", project: projectField, quiet: true},
 	lopnrv1.PartnerService_Evaluate_FullMethodName:          {action: "partner.evaluate", project: projectField},
 	lopnrv1.PartnerService_ImportPartnerFile_FullMethodName: {action: "partner.import", project: importProject},
@@ -258,6 +264,11 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		}
 		return nil, s.finish(info.FullMethod, ci, r, start, err)
 	}
+	if r.sensitive {
+		if err := s.intend(ctx, ci, req); err != nil {
+			return nil, s.finish(info.FullMethod, ci, r, start, err)
+		}
+	}
 	resp, err := h(ctx, req)
 	if err := s.finish(info.FullMethod, ci, r, start, err); err != nil {
 		return nil, err
@@ -316,5 +327,32 @@ func (a *admittingStream) RecvMsg(m any) error {
 	}
 	ctx, ci, r, err := a.s.admit(a.ServerStream.Context(), a.method, m)
 	a.ctx, a.ci, a.r, a.admitted = ctx, ci, r, err == nil
+	if err == nil && r.sensitive {
+		err = a.s.intend(ctx, ci, m)
+		a.admitted = err == nil
+	}
 	return err
+}
+
+// intend enters a sensitive act in the audit log, with a signed checkpoint
+// that holds the entry, before the handler takes it: when that fails, the
+// call fails and the act is not taken. The entry names what the request
+// acts on (a delivery, a grant, a request or change id) as its job.
+func (s *Server) intend(ctx context.Context, ci *callInfo, req any) error {
+	e := audit.Entry{Identity: ci.identity, Action: string(ci.action), Project: ci.project}
+	switch r := req.(type) {
+	case interface{ GetDelivery() string }:
+		e.Job = r.GetDelivery()
+	case interface{ GetGrant() string }:
+		e.Job = r.GetGrant()
+	case interface{ GetId() string }:
+		if r.GetId() != ci.project {
+			e.Job = r.GetId()
+		}
+	}
+	if _, err := s.cfg.Audit.Intend(ctx, e); err != nil {
+		s.log.Error("audit log: the intent of a sensitive act could not be entered; the act is refused", "err", err, "action", ci.action)
+		return errAuditDown
+	}
+	return nil
 }

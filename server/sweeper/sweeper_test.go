@@ -54,7 +54,10 @@ func TestSweepIsAudited(t *testing.T) {
 	log.Close()
 	b, _ := os.ReadFile(logPath)
 	text := string(b)
-	if !strings.Contains(text, `"action":"key.destroy","project":"short"`) || !strings.Contains(text, `"digest":"`+r[0].Digest+`"`) || strings.Count(text, "\n") != 1 {
+	// The intent first, then the receipt.
+	ls := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if len(ls) != 2 || !strings.Contains(ls[0], `"action":"key.destroy","project":"short","outcome":"intent"`) ||
+		!strings.Contains(ls[1], `"action":"key.destroy","project":"short","outcome":"ok"`) || !strings.Contains(ls[1], `"digest":"`+r[0].Digest+`"`) {
 		t.Fatalf("audit log:\n%s", text)
 	}
 	for _, n := range keystoretest.Numbers(t, 30) {
@@ -71,8 +74,49 @@ func TestSweepIsAudited(t *testing.T) {
 
 type failing struct{}
 
-func (failing) Sweep(context.Context) ([]keystore.Receipt, error) {
+func (failing) Due(context.Context) ([]string, error) {
 	return nil, errors.New("vault unreachable")
+}
+
+func (failing) SweepProject(context.Context, string) (keystore.Receipt, error) {
+	return keystore.Receipt{}, errors.New("vault unreachable")
+}
+
+// TestSweeperCannotDestroyWhatTheLogCannotRecord: with the audit log
+// unwritable, the sweep destroys nothing: the kodnyckel past its retention
+// is still there, and destroyed by the next sweep once the log works.
+func TestSweeperCannotDestroyWhatTheLogCannotRecord(t *testing.T) {
+	dir := t.TempDir()
+	store, err := local.Open(filepath.Join(dir, "ks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := keystoretest.NewClock(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC))
+	keys := keystore.New(store, keystore.Options{Clock: clock})
+	ctx := context.Background()
+	if _, err := keys.CreateProject(ctx, keystore.ProjectSpec{ID: "short", EPMDnr: "x", RetainUntil: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	logPath := filepath.Join(dir, "audit.log")
+	log, err := audit.Open(logPath, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Close() // every write fails from here
+	if r, err := Once(ctx, keys, log); err == nil || len(r) != 0 || !strings.Contains(err.Error(), "did not destroy short") {
+		t.Fatalf("sweep with the audit log unwritable: %+v, %v", r, err)
+	}
+	if p, err := keys.Project(ctx, "short"); err != nil || p.Destroying {
+		t.Fatalf("the project after a sweep that could not audit: %+v, %v", p, err)
+	}
+	if log, err = audit.Open(logPath, clock.Now); err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	if r, err := Once(ctx, keys, log); err != nil || len(r) != 1 {
+		t.Fatalf("sweep with the log back: %+v, %v", r, err)
+	}
 }
 
 func TestFailedSweepIsAuditedAndRunStops(t *testing.T) {
