@@ -7,8 +7,9 @@
 // next start: its Cleanup hook (which removes what it staged) runs, and it
 // is marked failed with the reason. Its run numbers are consistent whatever
 // happened, since the key store stores new ones before any output uses
-// them; submitting it again gives the same persons the same LopNr. Jobs
-// that were queued are started.
+// them; submitting it again gives the same persons the same LopNr. Then
+// the Recover hook sees every job, for the caller to make its own records
+// agree with theirs, and only then are the jobs that were queued started.
 package jobs
 
 import (
@@ -78,12 +79,18 @@ type Work func(ctx context.Context, job Job, report func(Event)) (string, error)
 // Cleanup removes what an interrupted job left (its staged files).
 type Cleanup func(job Job) error
 
+// Recover is told of every job kept, once, when the runner opens: after
+// the interrupted jobs are failed and before any job starts. An error
+// fails Open.
+type Recover func(jobs []Job) error
+
 // Options configure a Runner.
 type Options struct {
 	Dir     string // where jobs are kept: Dir/jobs/<id>.json
 	Limit   int    // jobs running at once; default 2
 	Work    Work
 	Cleanup Cleanup // may be nil
+	Recover Recover // may be nil
 	Clock   func() time.Time
 	// Notify, when set, is told of every job that reaches a state
 	// (queued, running, or a final one), after the state is kept; for
@@ -150,10 +157,12 @@ func Open(opts Options) (*Runner, error) {
 		r.jobs[j.ID] = &j
 		switch j.State {
 		case Running:
-			reason := "interrupted: the server stopped while the job ran; nothing was published"
+			reason := "interrupted: the server stopped while the job ran; nothing was released"
 			if opts.Cleanup != nil {
 				if err := opts.Cleanup(j); err != nil {
-					reason += fmt.Sprintf(" (cleaning up its staged files failed: %v)", err)
+					reason += fmt.Sprintf(", but removing what it had staged failed (the next start tries again): %v", err)
+				} else {
+					reason += ", and what it had staged was removed"
 				}
 			}
 			j.State, j.Error, j.Finished = Failed, reason, opts.Clock().UTC()
@@ -164,6 +173,16 @@ func Open(opts Options) (*Runner, error) {
 			r.notify(j)
 		case Queued:
 			queued = append(queued, &j)
+		}
+	}
+	if opts.Recover != nil {
+		all := make([]Job, 0, len(r.jobs))
+		for _, j := range r.jobs {
+			all = append(all, *j)
+		}
+		slices.SortFunc(all, func(a, b Job) int { return a.Created.Compare(b.Created) })
+		if err := opts.Recover(all); err != nil {
+			return nil, fmt.Errorf("jobs: recover: %w", err)
 		}
 	}
 	slices.SortFunc(queued, func(a, b *Job) int { return a.Created.Compare(b.Created) })
@@ -271,6 +290,8 @@ func (r *Runner) run(ctx context.Context, id string) {
 		r.finish(id, "", fmt.Errorf("keep job state: %w", err))
 		return
 	}
+	// What Work returns is the outcome: a job that made its result as it
+	// was cancelled succeeded, since its result is kept.
 	result, err := r.opts.Work(ctx, snapshot, func(e Event) {
 		e.State = Running
 		r.mu.Lock()
@@ -278,9 +299,6 @@ func (r *Runner) run(ctx context.Context, id string) {
 		r.mu.Unlock()
 		r.publish(id, e, false)
 	})
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
 	r.finish(id, result, err)
 }
 
@@ -296,7 +314,12 @@ func (r *Runner) finish(id, result string, err error) {
 	case err == nil:
 		j.State, j.Result = Succeeded, result
 	case errors.Is(err, context.Canceled) && r.ctx.Err() != nil:
-		j.State, j.Error = Failed, "interrupted: the server shut down while the job ran; nothing was published"
+		// Work removes what it staged when it stops; a failure to is in
+		// err, joined to the cancellation.
+		j.State, j.Error = Failed, "interrupted: the server shut down while the job ran; nothing was released"
+		if err != context.Canceled {
+			j.Error += ": " + err.Error()
+		}
 	case errors.Is(err, context.Canceled):
 		j.State, j.Error = Cancelled, "cancelled"
 	default:

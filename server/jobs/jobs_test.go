@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -145,17 +146,35 @@ func TestRestart(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "jobs", j.ID+".json"), b, 0o600)
 	}
 	var cleaned []string
+	var recovered []Job
 	ran := make(chan string, 3)
 	r, err := Open(Options{Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		ran <- j.ID
 		return "ok", nil
-	}, Cleanup: func(j Job) error { cleaned = append(cleaned, j.ID); return nil }})
+	}, Cleanup: func(j Job) error { cleaned = append(cleaned, j.ID); return nil },
+		Recover: func(jobs []Job) error {
+			if len(ran) > 0 {
+				t.Error("Recover ran after a queued job started")
+			}
+			recovered = jobs
+			return nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	if j, _ := r.Get("running1"); j.State != Failed || len(cleaned) != 1 || cleaned[0] != "running1" {
 		t.Fatalf("interrupted job: %+v, cleaned %v", j, cleaned)
+	}
+	if j, _ := r.Get("running1"); !strings.Contains(j.Error, "interrupted") || !strings.Contains(j.Error, "what it had staged was removed") {
+		t.Errorf("interrupted job's error %q, want it to say what happened to what it staged", j.Error)
+	}
+	var states []string
+	for _, j := range recovered {
+		states = append(states, j.ID+" "+string(j.State))
+	}
+	if want := []string{"done1 succeeded", "running1 failed", "queued1 queued"}; !slices.Equal(states, want) {
+		t.Errorf("Recover saw %v, want %v", states, want)
 	}
 	if id := <-ran; id != "queued1" {
 		t.Fatalf("ran %s", id)
@@ -212,5 +231,27 @@ func TestNotifyTellsEveryState(t *testing.T) {
 	defer mu.Unlock()
 	if want := []State{Queued, Running, Succeeded}; !slices.Equal(seen, want) {
 		t.Errorf("notified %v, want %v", seen, want)
+	}
+}
+
+// TestRecoverErrorFailsOpen: a runner whose caller cannot recover does not
+// start; its queued jobs stay queued.
+func TestRecoverErrorFailsOpen(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "jobs"), 0o700)
+	b, _ := json.Marshal(Job{ID: "queued1", Project: "p", State: Queued})
+	os.WriteFile(filepath.Join(dir, "jobs", "queued1.json"), b, 0o600)
+	ran := make(chan string, 1)
+	_, err := Open(Options{Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		ran <- j.ID
+		return "", nil
+	}, Recover: func([]Job) error { return errors.New("the bucket is gone") }})
+	if err == nil || !strings.Contains(err.Error(), "the bucket is gone") {
+		t.Fatalf("Open = %v, want the recovery's error", err)
+	}
+	select {
+	case id := <-ran:
+		t.Fatalf("job %s ran although Open failed", id)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
