@@ -47,9 +47,9 @@ const (
 	// maxHeaderList bounds a call's metadata; identities come from the
 	// client certificate, not from headers.
 	maxHeaderList = 64 << 10
-	// handshake bounds a connection's TLS handshake, so that connections
-	// that never finish one do not hold the connection slots for the
-	// default two minutes.
+	// handshake bounds a new connection's handshake (TLS and the HTTP/2
+	// preface), so that connections that never finish one do not hold the
+	// connection slots for the default two minutes.
 	handshake = 10 * time.Second
 )
 
