@@ -43,14 +43,22 @@ func (as auditService) ListAudit(ctx context.Context, req *lopnrv1.ListAuditRequ
 	return out, nil
 }
 
+// VerifyAudit verifies the log on disk: its chain, and that it extends the
+// newest signed checkpoint kept in the key store. A log cut before the
+// checkpoint or rewritten under it answers not ok, with the problem; the
+// checkpoint and its verifier key come with the answer, for an auditor to
+// keep and check elsewhere (lopnr audit verify FILE --checkpoint --key).
 func (as auditService) VerifyAudit(ctx context.Context, _ *lopnrv1.VerifyAuditRequest) (*lopnrv1.VerifyAuditResponse, error) {
-	head, err := as.s.cfg.Audit.Verify()
-	var ve *audit.VerifyError
-	if errors.As(err, &ve) {
-		return &lopnrv1.VerifyAuditResponse{Ok: false, Problem: ve.Error()}, nil
+	log := as.s.cfg.Audit
+	head, cp, err := log.VerifyCheckpoint(ctx)
+	resp := &lopnrv1.VerifyAuditResponse{Checkpoint: string(cp.Note), CheckpointSize: cp.Size, VerifierKey: log.VerifierKey()}
+	if errors.Is(err, audit.ErrTampered) {
+		resp.Problem = err.Error()
+		return resp, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &lopnrv1.VerifyAuditResponse{Ok: true, HeadSeq: head.Seq, HeadHash: head.Hash}, nil
+	resp.Ok, resp.HeadSeq, resp.HeadHash = true, head.Seq, head.Hash
+	return resp, nil
 }

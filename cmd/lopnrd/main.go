@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,8 @@ type config struct {
 	tlsCert, tlsKey, clientCA string
 	dataDir, sourceRoot       string
 	policy, auditLog          string
+	auditOrigin               string
+	checkpointEvery           time.Duration
 	signingKey                string
 	out                       string // local delivery directory when no S3 endpoint
 	keys                      storeflags.Keystore
@@ -90,6 +93,15 @@ func env(name, def string) string {
 	return def
 }
 
+// defaultOrigin names the audit log after the host: HOST/lopnrd/audit.
+func defaultOrigin() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return host + "/lopnrd/audit"
+}
+
 // defaultDataDir is $XDG_STATE_HOME/lopnrd or ~/.local/state/lopnrd.
 func defaultDataDir() string {
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
@@ -132,6 +144,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.sourceRoot, "source-root", env("LOPNRD_SOURCE_ROOT", ""), "directory that job specs' source paths are relative to; none may lead outside it (default DATA-DIR/sources) ($LOPNRD_SOURCE_ROOT)")
 	fs.StringVar(&cfg.policy, "policy", env("LOPNRD_POLICY", ""), "policy file: identities and their roles per project; required unless --dev ($LOPNRD_POLICY)")
 	fs.StringVar(&cfg.auditLog, "audit-log", env("LOPNRD_AUDIT_LOG", ""), "the hash-chained audit log (default DATA-DIR/audit.log) ($LOPNRD_AUDIT_LOG)")
+	fs.StringVar(&cfg.auditOrigin, "audit-origin", env("LOPNRD_AUDIT_ORIGIN", defaultOrigin()), "the audit log's name in its signed checkpoints, given to the checkpoint key when lopnrd first creates it in the key store; later the key's name holds ($LOPNRD_AUDIT_ORIGIN)")
+	fs.DurationVar(&cfg.checkpointEvery, "checkpoint-interval", time.Minute, "how often the audit log signs a checkpoint when it has grown (it also signs one before every sensitive act); 0 turns the periodic ones off")
 	fs.StringVar(&cfg.signingKey, "signing-key", env("LOPNRD_SIGNING_KEY", ""), "Ed25519 key that signs manifests, created on first use (default DATA-DIR/signing.key) ($LOPNRD_SIGNING_KEY)")
 	fs.StringVar(&cfg.out, "out", env("LOPNRD_OUT", ""), "local directory for deliveries when no S3 endpoint is set (default DATA-DIR/deliveries) ($LOPNRD_OUT)")
 	cfg.keys.Register(fs, "")
@@ -223,6 +237,25 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		return err
 	}
 	scfg.Keys = keystore.New(store, keystore.Options{})
+	// The audit log's checkpoints are signed with a key from the key store
+	// and the newest is kept there: out of reach of whoever holds the data
+	// directory. lopnrd does not start on a log that does not extend it.
+	if cfg.auditOrigin == "" {
+		cfg.auditOrigin = defaultOrigin()
+	}
+	skey, err := scfg.Keys.ServiceKey(ctx, audit.SignerName, func() ([]byte, error) { return audit.NewSignerKey(cfg.auditOrigin) })
+	if err != nil {
+		return fmt.Errorf("the audit log's checkpoint key: %w", err)
+	}
+	if err := scfg.Audit.EnableCheckpoints(ctx, skey, scfg.Keys); err != nil {
+		return err
+	}
+	if _, err := scfg.Audit.Checkpoint(ctx); err != nil {
+		return err
+	}
+	if origin := scfg.Audit.Signed().Origin; origin != cfg.auditOrigin {
+		logger.Warn("the audit log's checkpoints keep the origin of their key, not --audit-origin", "origin", origin, "audit_origin", cfg.auditOrigin)
+	}
 	if cfg.s3.Endpoint != "" {
 		scfg.Sink, err = cfg.s3.Open(ctx)
 	} else {
@@ -235,6 +268,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		return err
 	}
 	scfg.Metrics = metrics.New()
+	scfg.Metrics.Audit(func() metrics.AuditHead {
+		h, cp := scfg.Audit.Head(), scfg.Audit.Signed()
+		m := metrics.AuditHead{Entries: h.Seq, Hash: h.Hash, Checkpoint: cp.Size}
+		if cp.Size > 0 {
+			m.Root = base64.StdEncoding.EncodeToString(cp.Root[:])
+		}
+		return m
+	})
 
 	srv, err := server.New(scfg)
 	if err != nil {
@@ -262,12 +303,18 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if cfg.sweepEvery > 0 {
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go sweeper.Run(sctx, srv, scfg.Audit, cfg.sweepEvery, logger) // srv.Sweep: the key store's sweep, then the destroyed projects' records
+		go sweeper.Run(sctx, srv, scfg.Audit, cfg.sweepEvery, logger) // srv: the key store's sweep, then the destroyed projects' records
 	}
-	head := scfg.Audit.Head()
+	if cfg.checkpointEvery > 0 {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go scfg.Audit.SignEvery(cctx, cfg.checkpointEvery, func(err error) { logger.Error("audit checkpoint failed", "err", err) })
+	}
+	head, cp := scfg.Audit.Head(), scfg.Audit.Signed()
 	attrs := []any{"addr", l.Addr().String(), "version", buildinfo.Read().Version, "mtls", scfg.TLS != nil,
 		"keystore", where, "deliveries", scfg.Sink.Location("PROJECT", "DELIVERY"), "signing_key", scfg.Signer.PublicKey(),
-		"audit_head_seq", head.Seq, "audit_head_hash", head.Hash}
+		"audit_head_seq", head.Seq, "audit_head_hash", head.Hash, "audit_checkpoint_size", cp.Size,
+		"audit_verifier_key", scfg.Audit.VerifierKey()}
 	if ml != nil {
 		attrs = append(attrs, "metrics", "http://"+ml.Addr().String()+"/metrics")
 	}
@@ -275,5 +322,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if ready != nil {
 		ready <- l.Addr().String()
 	}
-	return srv.Serve(ctx, l)
+	err = srv.Serve(ctx, l)
+	// A last checkpoint, so that what was entered since the last one is
+	// signed too before lopnrd stops.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, cerr := scfg.Audit.Checkpoint(cctx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
 }

@@ -1,6 +1,6 @@
 // Package metrics keeps the server's Prometheus metrics — jobs by state,
-// rows and bytes delivered, job durations — and serves them in the
-// Prometheus text format. It is small on purpose: a few counters and one
+// rows and bytes delivered, job durations, the audit log's head and newest
+// signed checkpoint — and serves them in the Prometheus text format. It is small on purpose: a few counters and one
 // histogram need no client library. Labels are states, stages and project
 // ids; never a record value.
 package metrics
@@ -22,6 +22,19 @@ type Registry struct {
 	rows      map[string]float64 // by project: rows delivered
 	bytes     map[string]float64 // by project: bytes delivered (stored size)
 	durations histogram
+	audit     func() AuditHead // nil: no audit metrics
+}
+
+// AuditHead is what the metrics show of the audit log, so that a scraper
+// outside the server witnesses its growth: a head that goes back, or
+// changes its hash at the same size, shows the log was cut or rewritten.
+type AuditHead struct {
+	Entries int64  // entries in the log
+	Hash    string // the last entry's hash, hex
+	// The newest signed checkpoint: the entries it holds and its tree
+	// hash, base64, as in the checkpoint.
+	Checkpoint int64
+	Root       string
 }
 
 // Buckets of the job duration histogram, in seconds.
@@ -46,6 +59,13 @@ func (r *Registry) Delivered(project string, rows, bytes int64) {
 	defer r.mu.Unlock()
 	r.rows[project] += float64(rows)
 	r.bytes[project] += float64(bytes)
+}
+
+// Audit makes every scrape show the audit log's head as head reads it.
+func (r *Registry) Audit(head func() AuditHead) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.audit = head
 }
 
 // JobDuration observes a finished job's duration in seconds.
@@ -99,6 +119,13 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	}
 	fmt.Fprintf(&b, "lopnr_job_duration_seconds_bucket{le=\"+Inf\"} %d\n", r.durations.n)
 	fmt.Fprintf(&b, "lopnr_job_duration_seconds_sum %s\nlopnr_job_duration_seconds_count %d\n", num(r.durations.sum), r.durations.n)
+	if r.audit != nil {
+		h := r.audit()
+		fmt.Fprintf(&b, "# HELP lopnr_audit_entries Entries in the audit log; hash is the last entry's.\n# TYPE lopnr_audit_entries gauge\n")
+		fmt.Fprintf(&b, "lopnr_audit_entries{hash=%q} %d\n", h.Hash, h.Entries)
+		fmt.Fprintf(&b, "# HELP lopnr_audit_checkpoint_entries Entries the newest signed checkpoint of the audit log holds; root is its tree hash.\n# TYPE lopnr_audit_checkpoint_entries gauge\n")
+		fmt.Fprintf(&b, "lopnr_audit_checkpoint_entries{root=%q} %d\n", h.Root, h.Checkpoint)
+	}
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err
 }

@@ -17,6 +17,9 @@ func TestExposition(t *testing.T) {
 	r.JobDuration(3)
 	r.JobDuration(200)
 	r.JobDuration(1e6)
+	r.Audit(func() AuditHead {
+		return AuditHead{Entries: 42, Hash: "ab12", Checkpoint: 40, Root: "mK3b+Q=="}
+	})
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
@@ -38,6 +41,9 @@ func TestExposition(t *testing.T) {
 		`lopnr_job_duration_seconds_bucket{le="+Inf"} 3`,
 		`lopnr_job_duration_seconds_count 3`,
 		"# TYPE lopnr_job_duration_seconds histogram",
+		`lopnr_audit_entries{hash="ab12"} 42`,
+		`lopnr_audit_checkpoint_entries{root="mK3b+Q=="} 40`,
+		"# TYPE lopnr_audit_entries gauge",
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("missing %q in:\n%s", want, text)
