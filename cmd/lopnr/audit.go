@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/mod/sumdb/note"
+
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 	"github.com/lopnr/lopnr/server/audit"
 )
@@ -15,14 +17,26 @@ func init() {
 }
 
 const auditUsage = `Usage: lopnr audit list [--project P] [--after N] [--limit N] [flags]
-       lopnr audit verify [--head SEQ:HASH] [FILE] [flags]
+       lopnr audit verify [--verifier VKEY] [--head SEQ:HASH] [--save-checkpoint CP] [flags]
+       lopnr audit verify FILE [--checkpoint CP --verifier VKEY] [--head SEQ:HASH]
 
 list prints the audit log's entries from lopnrd (role auditor or admin).
 
 verify recomputes the audit log's hash chain and names the first entry that
-was altered, removed or reordered: lopnrd's log when no FILE is given, else
-the log in FILE. --head checks the log against a head pinned elsewhere, which
-also catches a truncated end.
+was altered, removed or reordered, and checks that the log extends its
+newest signed checkpoint: a log cut before the checkpoint, or with an entry
+under it changed and the chain recomputed, fails, naming which.
+
+Without FILE, lopnrd verifies its log against the checkpoint it keeps in
+the key store and answers with it; --verifier checks that the checkpoint is
+signed by the verifier key you hold (lopnrd logs it at start), and
+--save-checkpoint keeps it for a later check.
+
+With FILE (a copy of the log), --checkpoint CP (a checkpoint you kept, or
+FILE.checkpoint when only --verifier is given) is checked with --verifier VKEY
+(the key itself, NAME+HASH+KEY, or a file holding it), offline.
+
+--head checks the log against a head pinned elsewhere (SEQ:HASH).
 `
 
 func runAudit(ctx context.Context, args []string, sio stdio) error {
@@ -70,6 +84,9 @@ func runAuditList(ctx context.Context, args []string, sio stdio) error {
 func runAuditVerify(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr audit verify", auditUsage)
 	pinned := cmd.fs.String("head", "", "the head to expect, SEQ:HASH, as the server reports it")
+	cpFile := cmd.fs.String("checkpoint", "", "with FILE: the signed checkpoint the log must extend (default FILE.checkpoint with --verifier)")
+	keyArg := cmd.fs.String("verifier", "", "the checkpoints' verifier key, NAME+HASH+KEY, or a file holding it")
+	save := cmd.fs.String("save-checkpoint", "", "without FILE: write the server's newest checkpoint to this file")
 	files, err := cmd.parse(args, -1, "")
 	if err != nil {
 		return err
@@ -80,13 +97,28 @@ func runAuditVerify(ctx context.Context, args []string, sio stdio) error {
 			return &usageError{"--head: want SEQ:HASH"}
 		}
 	}
-	var name string
-	var head audit.Head
+	var verifier note.Verifier
+	if *keyArg != "" {
+		if verifier, err = readVerifier(*keyArg); err != nil {
+			return err
+		}
+	}
+	var (
+		name string
+		head audit.Head
+		cp   audit.Checkpoint
+	)
 	switch {
 	case len(files) > 1:
 		return &usageError{"audit verify takes one file, or none to verify lopnrd's log"}
 	case len(files) == 1 && cmd.sf.explicit():
 		return &usageError{"give a FILE or --server, not both"}
+	case len(files) == 1 && *save != "":
+		return &usageError{"--save-checkpoint saves lopnrd's checkpoint: give no FILE"}
+	case len(files) == 1 && *cpFile != "" && verifier == nil:
+		return &usageError{"--checkpoint needs --verifier: the key that signed it"}
+	case len(files) == 0 && *cpFile != "":
+		return &usageError{"--checkpoint checks a FILE: give the log's file"}
 	case len(files) == 1:
 		name = files[0]
 		f, err := os.Open(name)
@@ -94,7 +126,19 @@ func runAuditVerify(ctx context.Context, args []string, sio stdio) error {
 			return err
 		}
 		defer f.Close()
-		if head, err = audit.Verify(f); err != nil {
+		if verifier != nil {
+			if *cpFile == "" {
+				*cpFile = name + ".checkpoint"
+			}
+			b, err := os.ReadFile(*cpFile)
+			if err != nil {
+				return err
+			}
+			if cp, err = audit.ParseCheckpoint(b, verifier); err != nil {
+				return fmt.Errorf("%s: %w", *cpFile, err)
+			}
+		}
+		if head, err = cp.Check(f); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	default:
@@ -108,10 +152,32 @@ func runAuditVerify(ctx context.Context, args []string, sio stdio) error {
 			return c.check(err)
 		}
 		name = "the audit log of lopnrd " + c.addr
+		if verifier != nil {
+			// The auditor's key, not the one the server names, decides.
+			if resp.Checkpoint == "" {
+				return fmt.Errorf("%s: lopnrd answered without a signed checkpoint", name)
+			}
+			if cp, err = audit.ParseCheckpoint([]byte(resp.Checkpoint), verifier); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if cp.Size != resp.CheckpointSize || resp.Ok && cp.Size > resp.HeadSeq {
+				return fmt.Errorf("%s: %w: the checkpoint holds %d entries, lopnrd says %d and a log of %d", name, audit.ErrTampered, cp.Size, resp.CheckpointSize, resp.HeadSeq)
+			}
+		} else if resp.Checkpoint != "" {
+			cp = audit.Checkpoint{Origin: strings.SplitN(resp.VerifierKey, "+", 2)[0], Size: resp.CheckpointSize, Note: []byte(resp.Checkpoint)}
+		}
+		if *save != "" && resp.Checkpoint != "" {
+			if err := os.WriteFile(*save, []byte(resp.Checkpoint), 0o644); err != nil {
+				return err
+			}
+		}
 		if !resp.Ok {
 			return fmt.Errorf("%s: %w: %s", name, audit.ErrTampered, orDash(resp.Problem))
 		}
 		head = audit.Head{Seq: resp.HeadSeq, Hash: resp.HeadHash}
+		if verifier == nil && resp.VerifierKey != "" {
+			fmt.Fprintf(sio.err, "lopnr: the checkpoint's signature was not checked: give --verifier %s, from a source other than this server\n", resp.VerifierKey)
+		}
 	}
 	if *pinned != "" {
 		if head.Seq < pin.Seq {
@@ -121,6 +187,27 @@ func runAuditVerify(ctx context.Context, args []string, sio stdio) error {
 			return fmt.Errorf("%s: %w: entry %d does not match the pinned head (rewritten)", name, audit.ErrTampered, pin.Seq)
 		}
 	}
-	fmt.Fprintf(sio.out, "%s: %d entries, chain intact; head %d:%s\n", name, head.Seq, head.Seq, head.Hash)
+	extends := ""
+	if cp.Size > 0 {
+		extends = fmt.Sprintf(", extends the checkpoint of %d entries signed by %s", cp.Size, cp.Origin)
+	}
+	fmt.Fprintf(sio.out, "%s: %d entries, chain intact%s; head %d:%s\n", name, head.Seq, extends, head.Seq, head.Hash)
 	return nil
+}
+
+// readVerifier reads a note verifier key given as itself or in a file.
+func readVerifier(arg string) (note.Verifier, error) {
+	vkey := arg
+	if strings.Count(arg, "+") < 2 {
+		b, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, fmt.Errorf("--verifier: want a verifier key (NAME+HASH+KEY) or a file holding one: %w", err)
+		}
+		vkey = strings.TrimSpace(string(b))
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, &usageError{"--verifier: not a verifier key (NAME+HASH+KEY, as lopnrd logs it)"}
+	}
+	return v, nil
 }
