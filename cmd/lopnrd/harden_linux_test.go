@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +69,14 @@ func TestSameUserCannotReadLopnrdMemory(t *testing.T) {
 
 	lopnrd := asUser(exec.Command(bin, "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
 		"--metrics-listen", "", "--sweep-interval", "0"))
-	lopnrd.Env = append(os.Environ(), childEnv+"=1", "LOPNRD_TEST_SECRET=in-the-environment")
+	// Its own local key store and directory, whatever the environment
+	// says (deploy/dev/run sets a Vault and an S3 endpoint).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "LOPNR") && !strings.HasPrefix(kv, "VAULT_") {
+			lopnrd.Env = append(lopnrd.Env, kv)
+		}
+	}
+	lopnrd.Env = append(lopnrd.Env, childEnv+"=1", "LOPNRD_TEST_SECRET=in-the-environment")
 	stderr, err := lopnrd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -78,20 +86,24 @@ func TestSameUserCannotReadLopnrdMemory(t *testing.T) {
 	}
 	defer func() { lopnrd.Process.Kill(); lopnrd.Wait() }()
 	serving := make(chan bool, 1)
+	var log strings.Builder
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line struct{ Msg string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "lopnrd serving" {
 				serving <- true
+				io.Copy(io.Discard, stderr)
+				return
 			}
+			log.Write(append(sc.Bytes(), '\n'))
 		}
 		serving <- false
 	}()
 	select {
 	case ok := <-serving:
 		if !ok {
-			t.Fatal("lopnrd stopped before it served")
+			t.Fatalf("lopnrd stopped before it served:\n%s", log.String())
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("lopnrd did not start")
