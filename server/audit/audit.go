@@ -27,27 +27,40 @@
 // tiled logs use:
 //
 //	lopnrd.region.example/audit
-//	1342
-//	mK3bnQ2aMp0Sg9jp3k+0kJFPVcdRmvaQkYw+0tzb6Hk=
+//	2
+//	iaOa6pxdeQbcBkoHz8mEIoZHM5VyPSOuV26LQXP1c3M=
 //
-//	— lopnrd.region.example/audit hc3D5I6Rp8xB0FMqkzNWTfZ5oB4ZXsBn0GcV0kUBXp0Z5hV1Y0AdLJnXr8z5kqM1Xw3AXCTlxpHrWV9hP7cKBRzNvQs=
+//	— lopnrd.region.example/audit p0F/AEo2DLcBjMAf7j8zNyFqcxoobaHHJ7OETNL19FeaHzYhk03RJiEaOWNBzpP/aP2yfYGPqHLZ1unWtLEf/nmLGAs=
 //
 // The lines are the log's origin (the key's name), the number of entries,
 // and the RFC 6962 Merkle tree hash of the entries, whose leaves are the
 // log's lines without their line end: golang.org/x/mod/sumdb/tlog, or any
 // RFC 6962 implementation, recomputes it from the file, and note.Open
-// checks the signature with the verifier key lopnrd logs at start. The
-// Merkle tree rather than the chain's last hash is signed so that a third
-// party's tools check it as they check any transparency log, and so that a
-// newer checkpoint can be proved to extend an older one without the whole
-// file; the hash chain stays, to name the first entry that was altered.
+// checks the signature with the verifier key lopnrd logs at start
+// (here lopnrd.region.example/audit+a7417f00+ARMaSKetfZlhbJ+iinjauXilr2FqldXAvjP1CP/TL2Vz).
+// The Merkle tree rather than the chain's last hash is signed so that a
+// third party's tools check it as they check any transparency log, and so
+// that a newer checkpoint can be proved to extend an older one without the
+// whole file; the hash chain stays, to name the first entry that was
+// altered.
 //
-// transparency-dev/tessera was considered and not used: it is built to
-// serve large public logs as static tiles, integrates entries in batches
-// after Add returns (an intent entry must be on disk before the act it
-// announces), and would bring its storage layout and some hundred modules
-// for a log of a few thousand entries a day that one process writes. The
-// format, not the library, is what lets a third party check the log.
+// This holds against whoever holds the data directory as long as the key
+// store is out of their reach: Vault or OpenBao, or a local store (and its
+// identity) kept elsewhere. A local store inside the data directory gives
+// them the signing key too, and the checkpoints prove nothing against them.
+// Against someone who also runs the key store, a scraper of the head metric
+// or an auditor who keeps checkpoints ([Checkpoint.Check] offline) is the
+// witness.
+//
+// transparency-dev/tessera was considered and not used. It builds large
+// public logs served as static tiles: it sequences entries in batches and
+// publishes checkpoints on its own schedule, where an intent entry here
+// must be on disk and under a signed checkpoint before the call returns;
+// and it would replace the log's JSON lines with its tile layout and bring
+// its dependencies (cloud storage SDKs, OpenTelemetry, a key-value store
+// for the POSIX driver) for a log of a few thousand entries a day that one
+// process writes. The format, not the library, is what lets a third party
+// check the log.
 package audit
 
 import (
