@@ -1,7 +1,10 @@
 package extract
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/lopnr/lopnr/internal/yamlfield"
@@ -29,9 +32,9 @@ func (e *ApprovalError) Error() string {
 func (e *ApprovalError) Unwrap() []error { return e.Errors }
 
 // ParseApproval parses and checks an approved variable list in YAML
-// (docs/jobspec.md): every variable names a source and a column (or range),
-// and every transform is one the job spec knows. name is the file, for
-// errors.
+// (docs/jobspec.md): every source is tied to a profile, every variable
+// names an approved source and a column (or range), and every transform is
+// one the job spec knows. name is the file, for errors.
 func ParseApproval(b []byte, name string) (Approval, error) {
 	var a Approval
 	if errs := yamlfield.Decode(b, &a); len(errs) > 0 {
@@ -43,11 +46,68 @@ func ParseApproval(b []byte, name string) (Approval, error) {
 	return a, nil
 }
 
+// Check checks an approved list that did not come from ParseApproval (a
+// server's project rules): its error is an [*ApprovalError] whose errors
+// each name a field path, as ParseApproval's do.
+func (a Approval) Check() error {
+	if errs := a.check(); len(errs) > 0 {
+		return &ApprovalError{File: "approved list", Errors: errs}
+	}
+	return nil
+}
+
 // check returns the list's errors, each a *linkage.FieldError.
 func (a Approval) check() []error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, &linkage.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	builtin := linkage.Builtin()
+	sources := map[string]bool{}
+	for i, s := range a.Sources {
+		path := fmt.Sprintf("sources[%d]", i)
+		switch {
+		case !linkage.ValidSourceName(s.Name):
+			bad(path+".name", "%q: want a lower-case source name of letters, digits and _", s.Name)
+		case sources[s.Name]:
+			bad(path+".name", "%q is approved twice: one profile a source", s.Name)
+		}
+		sources[s.Name] = true
+		_, isBuiltin := builtin[s.Profile]
+		switch {
+		case s.Profile == "":
+			bad(path+".profile", "missing: the profile the source's file is read with")
+		case s.ProfileYAML == "" && !isBuiltin:
+			bad(path+".profile", "%q is not a built-in profile (%s): approve a custom one as it is, in profile_yaml", s.Profile, strings.Join(slices.Sorted(maps.Keys(builtin)), ", "))
+		case s.ProfileYAML != "" && isBuiltin:
+			bad(path+".profile_yaml", "a custom profile named %q, which is a built-in profile's name", s.Profile)
+		case s.ProfileYAML != "":
+			p, err := linkage.ParseProfile([]byte(s.ProfileYAML), path+".profile_yaml")
+			var se *linkage.SpecError
+			switch {
+			case errors.As(err, &se):
+				for _, e := range se.Errors {
+					var fe *linkage.FieldError
+					if errors.As(e, &fe) {
+						sub := path + ".profile_yaml"
+						if fe.Path != "" {
+							sub += "." + fe.Path
+						}
+						msg := fe.Msg
+						if fe.Line > 0 {
+							msg = fmt.Sprintf("line %d of the profile: %s", fe.Line, msg)
+						}
+						bad(sub, "%s", msg)
+					} else {
+						bad(path+".profile_yaml", "%v", e)
+					}
+				}
+			case err != nil:
+				bad(path+".profile_yaml", "%v", err)
+			case p.Name != s.Profile:
+				bad(path+".profile_yaml", "the profile is named %q, the source's profile %q", p.Name, s.Profile)
+			}
+		}
 	}
 	if len(a.Variables) == 0 {
 		bad("variables", "no variables: list what the ethics approval allows")
@@ -56,6 +116,8 @@ func (a Approval) check() []error {
 		path := fmt.Sprintf("variables[%d]", i)
 		if !linkage.ValidSourceName(v.Source) {
 			bad(path+".source", "%q: want a lower-case source name of letters, digits and _", v.Source)
+		} else if !sources[v.Source] {
+			bad(path+".source", "%q is not among the approved sources: add it to sources, with the profile its file is read with", v.Source)
 		}
 		if strings.TrimSpace(v.Column) == "" {
 			bad(path+".column", "missing")

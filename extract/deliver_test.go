@@ -44,7 +44,9 @@ const testVariables = `variables:
 `
 
 // testApproval approves exactly testVariables.
-var testApproval = Approval{Variables: []ApprovedVariable{
+var testApproval = Approval{Sources: []ApprovedSource{
+	{Name: "par_sluten", Profile: "par-sluten"}, {Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}, {Name: "takecare", Profile: "takecare"},
+}, Variables: []ApprovedVariable{
 	{Source: "par_sluten", Column: "HDIA", Transforms: []string{"truncate(3)"}},
 	{Source: "par_sluten", Column: "DIA1..DIA30", Transforms: []string{"blank(I,E)"}},
 	{Source: "par_sluten", Column: "INDATUM", Transforms: []string{"year-month"}},

@@ -28,7 +28,8 @@ import (
 // errors that each name a field path (or the line of a file that is not
 // YAML).
 func FuzzParseApproval(f *testing.F) {
-	f.Add([]byte("variables:\n  - {source: par_sluten, column: HDIA, transforms: [truncate(3)]}\n  - {source: par_sluten, column: DIA1..DIA30, transforms: [\"blank(I,E)\"]}\n  - {source: lmed, column: ATC}\nallow_personnummer: false\n"))
+	f.Add([]byte("sources:\n  - {name: par_sluten, profile: par-sluten}\n  - name: lab\n    profile: lab-export\n    profile_yaml: |\n      name: lab-export\n      kind: events\n      header: false\n      columns: [PNR, PROV]\n      identity: PNR\nvariables:\n  - {source: lab, column: PROV}\n"))
+	f.Add([]byte("sources: [{name: par_sluten, profile: par-sluten}, {name: lmed, profile: lmed}]\nvariables:\n  - {source: par_sluten, column: HDIA, transforms: [truncate(3)]}\n  - {source: par_sluten, column: DIA1..DIA30, transforms: [\"blank(I,E)\"]}\n  - {source: lmed, column: ATC}\nallow_personnummer: false\n"))
 	parse := func(b []byte) (*Approval, error) {
 		a, err := ParseApproval(b, "approved.yaml")
 		return &a, err
@@ -74,8 +75,8 @@ func specAcceptsDelimiter(t *testing.T, d string) bool {
 //   - records made of the fuzzer's values and written by encoding/csv (as
 //     DuckDB writes them: quoted where needed, '\n' between records): the
 //     guard splits off exactly those values, the counter counts exactly
-//     those records, and the guard stops at the first value that holds an
-//     identity number, naming its column;
+//     those records, and the guard stops in the first value that holds an
+//     identity number, header or not, naming its column, and nowhere else;
 //   - the fuzzer's raw bytes, where encoding/csv reads them as CSV with
 //     neither blank lines nor carriage returns (which it drops): the same.
 //
@@ -98,7 +99,8 @@ func FuzzCSVGuard(f *testing.F) {
 		}
 
 		// Records from the fuzzer's values, with one identity number
-		// planted in one of them when form says so.
+		// planted in one of them when form says so (form%4 == 3: in the
+		// header).
 		var records [][]string
 		for _, r := range bytes.Split(data, []byte{0x1e}) {
 			var rec []string
@@ -110,6 +112,9 @@ func FuzzCSVGuard(f *testing.F) {
 		if form%4 != 0 && len(records) > 1 {
 			n := planted[int(form)%len(planted)]
 			r := 1 + int(cell)%(len(records)-1)
+			if form%4 == 3 {
+				r = 0
+			}
 			i := int(cell/7) % len(records[r])
 			records[r][i] = records[r][i] + " " + n + " "
 		}
@@ -139,14 +144,16 @@ func FuzzCSVGuard(f *testing.F) {
 // sizes and compares what they saw with want, the records.
 func checkGuard(t *testing.T, p *personnummer.Parser, delim byte, b []byte, want [][]string) {
 	t.Helper()
-	// The oracle's first value holding an identity number, past the header.
-	leakAt := [2]int{-1, -1}
-	for r := 1; r < len(want) && leakAt[0] < 0; r++ {
+	// The oracle's first value holding an identity number, the header's
+	// names included, and how many values come before it.
+	leakAt, before := [2]int{-1, -1}, 0
+	for r := 0; r < len(want) && leakAt[0] < 0; r++ {
 		for i, v := range want[r] {
 			if hasIdentity(p, v) {
 				leakAt = [2]int{r, i}
 				break
 			}
+			before++
 		}
 	}
 	for _, chunk := range []int{1, 5, len(b) + 1} {
@@ -173,7 +180,8 @@ func checkGuard(t *testing.T, p *personnummer.Parser, delim byte, b []byte, want
 		}
 		where := fmt.Sprintf("delimiter %q, chunks of %d, CSV %q", delim, chunk, b)
 
-		// Every value the guard saw is the oracle's, in order.
+		// Every value the guard split off is the oracle's, in order (of a
+		// long value, its tail).
 		n := 0
 		for r, rec := range want {
 			for i, v := range rec {
@@ -190,24 +198,25 @@ func checkGuard(t *testing.T, p *personnummer.Parser, delim byte, b []byte, want
 		}
 		var le *LeakError
 		if err != nil {
-			// The guard stops at the first value holding an identity
-			// number, naming its column; in a value longer than it keeps,
-			// a run of digits cut at a window's edge may stop it early
-			// (a false alarm, never a miss).
-			last := got[len(got)-1]
-			long := len(want[last.r][last.i]) > maxValue
+			// The guard stops in the first value holding an identity
+			// number, header or not, naming its column, and never
+			// elsewhere.
 			switch {
 			case !errors.As(err, &le):
 				t.Fatalf("%s: the guard failed: %v", where, err)
-			case leakAt[0] < 0 && !long:
+			case leakAt[0] < 0:
 				t.Fatalf("%s: the guard stopped with %v where encoding/csv finds no identity number", where, err)
-			case !long && (last.r != int64(leakAt[0]) || last.i != leakAt[1]):
-				t.Fatalf("%s: the guard stopped at record %d field %d, the first identity number is at record %d field %d", where, last.r, last.i, leakAt[0], leakAt[1])
-			}
-			if last.i < len(want[0]) {
-				if col := want[0][last.i]; le.Column != col && !(len(col) > maxValue && strings.HasSuffix(col, le.Column)) {
+			case len(got) != before:
+				t.Fatalf("%s: the guard stopped after %d values, the first identity number is in value %d (record %d field %d)", where, len(got), before, leakAt[0], leakAt[1])
+			case leakAt[0] == 0 && (!le.Header || le.Column != fmt.Sprint(leakAt[1]+1)):
+				t.Fatalf("%s: a name in the header is an identity number, the leak is named %+v", where, le)
+			case leakAt[0] > 0 && leakAt[1] < len(want[0]):
+				if col := want[0][leakAt[1]]; le.Header || le.Column != col && !(len(col) > maxValue && strings.HasSuffix(col, le.Column)) {
 					t.Fatalf("%s: the leak is named in column %q, want %q", where, le.Column, col)
 				}
+			}
+			if v := want[leakAt[0]][leakAt[1]]; strings.Contains(err.Error(), v) {
+				t.Fatalf("%s: the error %q holds the value %q", where, err, v)
 			}
 			continue
 		}

@@ -27,13 +27,13 @@ func TestHostileSpec(t *testing.T) {
 	quoteCol := `it's`
 	dir := filepath.Join(t.TempDir(), `dir with 'quote'; DROP TABLE x; --`)
 	os.MkdirAll(dir, 0o700)
-	data := "PNR;EDATUM;ATC;\"" + strings.ReplaceAll(evilCol, `"`, `""`) + "\";" + quoteCol + "\n" +
-		tn + ";2020-01-01;C07AB02;v1;v2\n"
+	data := "PNR;EDATUM;FDATUM;ATC;\"" + strings.ReplaceAll(evilCol, `"`, `""`) + "\";" + quoteCol + "\n" +
+		tn + ";2020-01-01;;C07AB02;v1;v2\n"
 	os.WriteFile(filepath.Join(dir, "lmed'); DROP TABLE cohort; --.csv"), []byte(data), 0o600)
 	spec := `project: hostile
 reference_date: 2026-11-25
 sources:
-  - {name: lmed, profile: lmed, path: "lmed'); DROP TABLE cohort; --.csv", rename: {FDATUM: EDATUM}}
+  - {name: lmed, profile: lmed, path: "lmed'); DROP TABLE cohort; --.csv"}
 cohort: {criteria: [{source: lmed, codes: [C07]}]}
 variables:
   - {source: lmed, column: ATC, transform: "blank(C07)"}
@@ -58,7 +58,8 @@ variables:
 	signer, _ := LoadOrCreateSigner(filepath.Join(t.TempDir(), "k"))
 	out := t.TempDir()
 	sink, _ := NewDirSink(out)
-	appr := Approval{Variables: []ApprovedVariable{{Source: "lmed", Column: "ATC"}, {Source: "lmed", Column: evilCol}, {Source: "lmed", Column: quoteCol}}}
+	appr := Approval{Sources: []ApprovedSource{{Name: "lmed", Profile: "lmed"}},
+		Variables: []ApprovedVariable{{Source: "lmed", Column: "ATC"}, {Source: "lmed", Column: evilCol}, {Source: "lmed", Column: quoteCol}}}
 	m, err := Deliver(context.Background(), res, Options{Approval: appr, Keys: keys, Recipients: []age.Recipient{id.Recipient()}, Sink: sink, Signer: signer, SpecBytes: []byte(spec)})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +92,7 @@ variables:
 		t.Fatalf("hostile cohort code: %v", err)
 	}
 	// A column the file does not have is refused by name, before anything runs.
-	_, err = plan(js, res.Sources(), true, Approval{Variables: []ApprovedVariable{{Source: "lmed", Column: "nosuch"}}})
+	_, err = plan(js, res.Sources(), true, Approval{Sources: appr.Sources, Variables: []ApprovedVariable{{Source: "lmed", Column: "nosuch"}}})
 	if err == nil {
 		t.Fatal("a missing column was planned")
 	}

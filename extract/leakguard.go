@@ -19,14 +19,21 @@ import (
 var ErrLeak = errors.New("identity numbers in an output")
 
 // LeakError names an output column that holds values shaped like identity
-// numbers with a valid check digit. It never holds a value.
+// numbers with a valid check digit, or whose name is one. It never holds
+// a value, nor such a name.
 type LeakError struct {
-	File   string
+	File string
+	// Column is the column's name; for a column named with an identity
+	// number (Header), its number, from 1.
 	Column string
+	Header bool
 	Values int64
 }
 
 func (e *LeakError) Error() string {
+	if e.Header {
+		return fmt.Sprintf("leak guard: %s, column %s of the header: its name is an identity number (personnummer, samordningsnummer, interim or reserve number with a valid check digit); the delivery is stopped", e.File, e.Column)
+	}
 	return fmt.Sprintf("leak guard: %s, column %s: %d values are identity numbers (personnummer, samordningsnummer, interim or reserve numbers with a valid check digit); the delivery is stopped", e.File, e.Column, e.Values)
 }
 
@@ -95,10 +102,17 @@ func registerLeakGuard(conn *sql.Conn) error {
 }
 
 // guard scans every column of an output table (Parquet outputs; CSV is
-// scanned on the stream by csvGuard): first one regular expression per row
-// over all its values joined, and only if that finds candidates, a pass
-// per column with the exact check, to name the columns.
+// scanned on the stream by csvGuard), its name and its values: first one
+// regular expression per row over all its values joined, and only if that
+// finds candidates, a pass per column with the exact check, to name the
+// columns.
 func guard(ctx context.Context, conn *sql.Conn, table, file string, cols []column) error {
+	p := personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+	for i, c := range cols {
+		if hasIdentity(p, c.Name) {
+			return &LeakError{File: file, Column: fmt.Sprint(i + 1), Header: true, Values: 1}
+		}
+	}
 	var vals []string
 	for _, c := range cols {
 		vals = append(vals, linkage.Ident(c.Name)+"::VARCHAR")

@@ -12,13 +12,31 @@ import (
 )
 
 // Approval is a project's approved variable list, from its ethics
-// approval: what may be delivered, and how coarsely.
+// approval: what may be delivered, and how coarsely, read from which
+// sources with which profiles.
 type Approval struct {
+	// Sources tie each source name the variables use to the profile its
+	// file is read with: the delivered columns are the columns that
+	// profile names, of the file that the job spec's path leads to.
+	Sources   []ApprovedSource   `yaml:"sources" json:"sources"`
 	Variables []ApprovedVariable `yaml:"variables" json:"variables"`
 	// AllowPersonnummer lets a delivery carry identity numbers: the rare
 	// approved case. Without it the leak guard fails any output that holds
 	// one.
 	AllowPersonnummer bool `yaml:"allow_personnummer" json:"allow_personnummer"`
+}
+
+// ApprovedSource ties a source name to the profile its file is read
+// with: a built-in profile by name, or a custom profile approved as it is
+// (ProfileYAML, as docs/sources.md writes a profile). A job spec that
+// reads the source must use that profile as it is, overriding nothing but
+// the file's path, encoding and compression (see [CheckApproval]).
+type ApprovedSource struct {
+	Name    string `yaml:"name" json:"name"`
+	Profile string `yaml:"profile" json:"profile"`
+	// ProfileYAML is the custom profile named Profile; empty for a
+	// built-in profile.
+	ProfileYAML string `yaml:"profile_yaml,omitempty" json:"profile_yaml,omitempty"`
 }
 
 // ApprovedVariable approves one column of one source (or a derived
@@ -130,6 +148,9 @@ func (e *VariableError) Unwrap() error { return e.Err }
 // plan checks the job's variables against the sources and the approval
 // and builds each output's columns. Nothing runs before it succeeds.
 func plan(spec *linkage.JobSpec, sources []linkage.LinkedSource, hasIndex bool, appr Approval) ([]sourcePlan, error) {
+	if err := CheckApproval(spec, appr); err != nil {
+		return nil, err
+	}
 	bySource := map[string]*linkage.LinkedSource{}
 	for i := range sources {
 		bySource[sources[i].Name] = &sources[i]
@@ -333,30 +354,128 @@ func (p sourcePlan) selectSQL(src *linkage.LinkedSource) (string, []any) {
 		strings.Join(exprs, ", "), src.CohortView), args
 }
 
-// CheckApproval checks a job spec's variables against a project's approved
-// variable list, without the sources: what a server checks when a job is
-// submitted, before it queues it. It names every variable that is not
-// approved; Deliver checks again, with the sources, before anything runs.
+// CheckApproval checks a job spec against a project's approved list
+// before anything runs: what `lopnr run` checks before it links, what a
+// server checks when a job is submitted, and what Deliver checks again. It
+// names every field at fault:
+//
+//   - a source that the approved list names must use the approved profile
+//     (sources[i].profile), as the approved list has it: a built-in
+//     profile, or the spec's own profile of that name exactly as approved
+//     (profiles[j].<field>, the description aside);
+//   - such a source may override only its path, encoding and compression:
+//     columns, rename, header, delimiter, quote, identity and event_date
+//     would name the file's columns otherwise than the approved profile
+//     does (sources[i].<field>);
+//   - every variable's source must be an approved source
+//     (variables[i].source), and the column with its transform on the
+//     approved list (variables[i]).
+//
+// A file with a header is read by its header (linkage refuses a profile
+// whose columns differ from it), one without by the approved profile's
+// columns: so an approved column name means the same data in the file.
 func CheckApproval(spec *linkage.JobSpec, appr Approval) error {
 	var errs []error
+	bad := func(path string, err error, format string, args ...any) {
+		errs = append(errs, &VariableError{Path: path, Msg: fmt.Sprintf(format, args...), Err: err})
+	}
+	bySource := map[string]ApprovedSource{}
+	for _, a := range appr.Sources {
+		bySource[a.Name] = a
+	}
+	for i, src := range spec.Sources {
+		a, ok := bySource[src.Name]
+		if !ok {
+			continue // delivers nothing: the variables' check below
+		}
+		path := fmt.Sprintf("sources[%d]", i)
+		if src.Profile != a.Profile {
+			bad(path+".profile", ErrNotApproved, "%q: the approved list reads source %s with profile %q", src.Profile, src.Name, a.Profile)
+			continue
+		}
+		if err := sameProfile(spec, i, a); err != nil {
+			errs = append(errs, err)
+		}
+		for _, o := range overrides(src) {
+			bad(path+"."+o, ErrNotApproved, "source %s is read with its approved profile as it is: a job may set its path, encoding and compression, not its %s", src.Name, o)
+		}
+	}
 	for i, v := range spec.Variables {
 		path := fmt.Sprintf("variables[%d]", i)
+		if _, ok := bySource[v.Source]; !ok {
+			bad(path+".source", ErrNotApproved, "%q is not a source on the project's approved list", v.Source)
+			continue
+		}
 		t, err := parseTransform(v.Transform)
 		if err != nil {
-			errs = append(errs, &VariableError{Path: path + ".transform", Msg: err.Error()})
+			bad(path+".transform", nil, "%v", err)
 			continue
 		}
 		cols := []string{v.Column}
 		if t.name != "age-at-index" && t.name != "sex" {
 			if cols, err = linkage.ExpandColumns(v.Column); err != nil {
-				errs = append(errs, &VariableError{Path: path + ".column", Msg: err.Error()})
+				bad(path+".column", nil, "%v", err)
 				continue
 			}
 		}
 		if !approved(appr, v.Source, cols, t) {
-			errs = append(errs, &VariableError{Path: path, Err: ErrNotApproved,
-				Msg: fmt.Sprintf("%s.%s with %s is not on the project's approved variable list", v.Source, v.Column, t)})
+			bad(path, ErrNotApproved, "%s.%s with %s is not on the project's approved variable list", v.Source, v.Column, t)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sameProfile checks that source i of spec reads its file with approved
+// source a's profile as approved.
+func sameProfile(spec *linkage.JobSpec, i int, a ApprovedSource) error {
+	p, ok := spec.ProfileOf(i)
+	if !ok {
+		return nil // the spec's own error names it
+	}
+	_, builtin := linkage.Builtin()[a.Profile]
+	j := slices.IndexFunc(spec.Profiles, func(p linkage.Profile) bool { return p.Name == a.Profile })
+	switch {
+	case a.ProfileYAML == "" && builtin:
+		return nil // linkage refuses a spec's profile of a built-in's name
+	case a.ProfileYAML == "":
+		return &VariableError{Path: fmt.Sprintf("sources[%d].profile", i), Err: ErrNotApproved,
+			Msg: fmt.Sprintf("%q is not a built-in profile, and the approved list holds no profile of that name", a.Profile)}
+	}
+	want, err := linkage.ParseProfile([]byte(a.ProfileYAML), "the approved profile")
+	if err != nil {
+		return &VariableError{Path: fmt.Sprintf("sources[%d].profile", i), Err: ErrNotApproved,
+			Msg: fmt.Sprintf("the approved list's profile %q does not parse", a.Profile)}
+	}
+	if field := linkage.ProfileDiff(p, want); field != "" {
+		path := fmt.Sprintf("profiles[%d].%s", j, field)
+		if j < 0 {
+			path = fmt.Sprintf("sources[%d].profile", i)
+		}
+		return &VariableError{Path: path, Err: ErrNotApproved,
+			Msg: fmt.Sprintf("profile %q differs from the one the approved list approves for source %s", a.Profile, spec.Sources[i].Name)}
+	}
+	return nil
+}
+
+// overrides returns the fields of a source that change how its profile
+// names and splits the file's columns.
+func overrides(src linkage.SourceSpec) []string {
+	var out []string
+	for _, o := range []struct {
+		field string
+		set   bool
+	}{
+		{"delimiter", src.Delimiter != ""},
+		{"header", src.Header != nil},
+		{"quote", src.Quote != ""},
+		{"columns", len(src.Columns) > 0},
+		{"identity", src.Identity != ""},
+		{"event_date", src.EventDate != ""},
+		{"rename", len(src.Rename) > 0},
+	} {
+		if o.set {
+			out = append(out, o.field)
+		}
+	}
+	return out
 }

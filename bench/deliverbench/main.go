@@ -182,18 +182,19 @@ func data(out string, rows, persons int) error {
 		return err
 	}
 	src.Close()
+	const profile = `{name: bench, kind: events, identity: PNR, event_date: EDATUM, dates: {EDATUM: YYYY-MM-DD}, codes: [{group: atc, columns: [ATC]}]}`
 	job := `project: deliverbench
 epm_dnr: "2026-1"
 reference_date: "2026-11-25"
 profiles:
-  - {name: bench, kind: events, identity: PNR, event_date: EDATUM, dates: {EDATUM: YYYY-MM-DD}, codes: [{group: atc, columns: [ATC]}]}
+  - ` + profile + `
 sources:
   - {name: big, profile: bench, path: big.csv}
   - {name: cohort, profile: cohort-list, path: cohort.csv}
 cohort: {list: cohort}
 variables:
 `
-	appr := "variables:\n"
+	appr := "sources:\n  - {name: big, profile: bench, profile_yaml: '" + profile + "'}\nvariables:\n"
 	for _, c := range []string{"EDATUM", "ATC", "VARUNR", "ANTAL", "RADNR", "APOTEK", "BEREDNING", "DOSERING", "KOD"} {
 		job += "  - {source: big, column: " + c + "}\n"
 		appr += "  - {source: big, column: " + c + "}\n"

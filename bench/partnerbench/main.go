@@ -101,7 +101,7 @@ func prepareData(dir string, cohort, members, others, rowsPer int) error {
 	files := map[string]string{
 		"recipient.txt": researcher.Recipient().String() + "\n",
 		"policy.yaml":   fmt.Sprintf("identities:\n  %q: {global: [admin, extractor, approver, partner, auditor]}\n", server.DevIdentity),
-		"approved.yaml": synth.Approved + "  - {source: scb_inkomst, column: INKOMST}\n  - {source: scb_inkomst, column: AR}\n  - {source: scb_inkomst, column: KOMMUN}\n",
+		"approved.yaml": synth.ApprovedWithPartner("scb_inkomst", "INKOMST", "AR", "KOMMUN"),
 		"truth.txt": fmt.Sprintf("rows %d, member rows %d, other rows %d, member persons %d, other persons %d\n",
 			truth.Rows, truth.MemberRows, truth.OtherRows, truth.MemberPersons, truth.OtherPersons),
 	}

@@ -70,14 +70,16 @@ func (g *generator) adultAt(p *person, day int32) bool {
 	return age >= cohortMinAge
 }
 
+// ProjectID is the project of the job generated with seed.
+func ProjectID(seed uint64) string { return "synth-" + strconv.FormatUint(seed, 10) }
+
 // jobSpec returns job.yaml.
 func (g *generator) jobSpec() []byte {
 	var b strings.Builder
-	seed := strconv.FormatUint(g.o.Seed, 10)
 	b.WriteString("# A synthetic job written by lopnr's internal/synth (go run ./bench/gen).\n")
 	b.WriteString("# The identity numbers are Skatteverket's test numbers or made up; truth.json\n")
 	b.WriteString("# holds the report a correct run gives.\n")
-	b.WriteString("project: synth-" + seed + "\n")
+	b.WriteString("project: " + ProjectID(g.o.Seed) + "\n")
 	b.WriteString("epm_dnr: \"2026-00000-01\"\n")
 	b.WriteString("reference_date: \"" + g.o.RefDate.Format("2006-01-02") + "\"\n")
 	b.WriteString("sources:\n")
@@ -116,8 +118,14 @@ outputs:
 }
 
 // Approved is an approved variable list, in the YAML that `lopnr run
-// --approved` reads, that approves exactly what job.yaml delivers.
+// --approved` reads, that approves exactly what job.yaml delivers: each
+// source read with the built-in profile job.yaml names, and its variables.
+// The variables come last, so that a test may append its own.
 const Approved = `# The project's approved variable list (from its ethics approval).
+sources:
+  - {name: par_sluten, profile: par-sluten}
+  - {name: lmed, profile: lmed}
+  - {name: dors, profile: dors}
 variables:
   - {source: par_sluten, column: HDIA, transforms: ["truncate(3)"]}
   - {source: par_sluten, column: INDATUM, transforms: [year-month]}
@@ -126,3 +134,14 @@ variables:
   - {source: lmed, column: EDATUM, transforms: [year]}
   - {source: dors, column: ULORSAK, transforms: ["truncate(3)"]}
 `
+
+// ApprovedWithPartner is Approved with a partner's source too, read as
+// lopnrd writes a partner's import (the built-in profile partner-import,
+// its columns named by the partner's header), and the given columns of it.
+func ApprovedWithPartner(source string, columns ...string) string {
+	out := strings.Replace(Approved, "sources:\n", "sources:\n  - {name: "+source+", profile: partner-import}\n", 1)
+	for _, c := range columns {
+		out += "  - {source: " + source + ", column: " + c + "}\n"
+	}
+	return out
+}
