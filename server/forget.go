@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lopnr/lopnr/extract"
@@ -33,7 +34,21 @@ func (s *Server) forget(project string, destroyed time.Time) error {
 	var n forgotten
 	var errs []error
 	s.cohort.forget(project)
-	if c, err := s.jobs.Forget(project); err != nil {
+	// A partner's identity goes wherever it stands, as the submitter of
+	// its imports' jobs and deliveries too.
+	var partners []string
+	if rec, err := s.projects.get(project); err == nil {
+		for _, p := range rec.Partners {
+			partners = append(partners, p.Identity)
+		}
+	}
+	submitter := func(id string) string {
+		if slices.Contains(partners, id) {
+			return "a partner"
+		}
+		return id
+	}
+	if c, err := s.jobs.Forget(project, submitter); err != nil {
 		errs = append(errs, err)
 	} else {
 		n.Jobs = c
@@ -42,11 +57,11 @@ func (s *Server) forget(project string, destroyed time.Time) error {
 		errs = append(errs, err)
 	} else {
 		for _, d := range ds {
-			if d.Project != project || d.Report == "" {
+			if d.Project != project || (d.Report == "" && submitter(d.Submitter) == d.Submitter) {
 				continue
 			}
 			if _, err := s.deliveries.update(d.ID, func(d *deliveryRecord) error {
-				d.Report = ""
+				d.Report, d.Submitter = "", submitter(d.Submitter)
 				return nil
 			}); err != nil {
 				errs = append(errs, err)

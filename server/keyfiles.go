@@ -88,7 +88,7 @@ func (ps partnerService) ApproveKeyFile(ctx context.Context, req *lopnrv1.Approv
 	case g.Partner == ci.identity:
 		return nil, &fourEyesError{"a second person approves a key file, not the partner who asked"}
 	case rec.Partners[i].RegisteredBy == ci.identity:
-		return nil, &fourEyesError{"the person who proposed a partner's registration may not approve its key files; ask another approver or key holder"}
+		return nil, &fourEyesError{"a second person approves a partner's key files, not the one who proposed its registration; ask another approver or key holder"}
 	}
 	g, err = s.grants.update(g.ID, func(g *keyFileGrant) error {
 		if g.ApprovedBy != "" {

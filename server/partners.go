@@ -369,8 +369,12 @@ func (s *Server) importReport(job string) string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("Partner import (%s, keyed by %s): %d rows received, %d of them of %d of the project's persons, %d matched nobody and were dropped.\n\n",
-		r.Source, r.KeyedBy, r.Rows, r.Matched, r.Persons, r.Rows-r.Matched)
+	source := r.Source + ", "
+	if r.Source == "" { // forgotten with its project
+		source = ""
+	}
+	return fmt.Sprintf("Partner import (%skeyed by %s): %d rows received, %d of them of %d of the project's persons, %d matched nobody and were dropped.\n\n",
+		source, r.KeyedBy, r.Rows, r.Matched, r.Persons, r.Rows-r.Matched)
 }
 
 func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportPartnerFileServer) error {

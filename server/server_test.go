@@ -53,14 +53,22 @@ const testPolicy = `identities:
   "CN=revisor,O=Region Test": {global: [auditor]}
   "CN=drift,O=Region Test":  {global: [admin]}
   "CN=scb,O=Region Test":    {roles: {p1: [partner]}}
+  "CN=sos,O=Region Test":    {roles: {p1: [partner]}}
 `
 
 // newFixture starts a server over mutual TLS (plaintext with dev).
 func newFixture(t *testing.T, dev bool) *fixture {
 	t.Helper()
+	return newFixtureWith(t, dev, testPolicy, nil)
+}
+
+// newFixtureWith starts a server with a policy, and edit (when not nil)
+// changes its configuration first.
+func newFixtureWith(t *testing.T, dev bool, policyText string, edit func(*Config)) *fixture {
+	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir(), ca: testpki.NewCA(t), logs: &testenv.SyncBuffer{}}
 	policyFile := filepath.Join(f.dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte(testPolicy), 0o600); err != nil {
+	if err := os.WriteFile(policyFile, []byte(policyText), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	policy, err := authz.Load(policyFile)
@@ -92,6 +100,9 @@ func newFixture(t *testing.T, dev bool) *fixture {
 		cert := f.ca.Issue(t, "lopnrd", true)
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.ca.Pool(),
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	if f.srv, err = New(cfg); err != nil {
 		t.Fatal(err)
@@ -139,6 +150,26 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, msg string)
 	st := status.Convert(err)
 	if st.Code() != code || !strings.Contains(st.Message(), msg) {
 		t.Fatalf("%s: %v, want %v with a message containing %q", what, err, code, msg)
+	}
+}
+
+// approve approves every pending change of a project as the named
+// approver: the second person each test that creates a project or
+// registers a partner needs.
+func (f *fixture) approve(project, approver string) {
+	f.t.Helper()
+	c := lopnrv1.NewProjectServiceClient(f.conn(approver))
+	changes, err := c.ListChanges(ctx(f.t), &lopnrv1.ListChangesRequest{Project: project})
+	if err != nil {
+		f.t.Fatalf("ListChanges as %s: %v", approver, err)
+	}
+	for _, ch := range changes.Changes {
+		if ch.State != lopnrv1.ChangeState_CHANGE_STATE_PENDING {
+			continue
+		}
+		if _, err := c.ApproveChange(ctx(f.t), &lopnrv1.ApproveChangeRequest{Project: project, Id: ch.Id}); err != nil {
+			f.t.Fatalf("ApproveChange %s as %s: %v", ch.Id, approver, err)
+		}
 	}
 }
 
