@@ -38,11 +38,11 @@ func approvedVariables(t *testing.T) []*lopnrv1.ApprovedVariable {
 	return out
 }
 
-// generate writes synthetic sources into the source root and returns the
-// job spec for project p1.
+// generate writes synthetic sources into project p1's directory of the
+// source root and returns the job spec for project p1.
 func (f *fixture) generate(persons int) ([]byte, *synth.Truth) {
 	f.t.Helper()
-	root := f.srv.cfg.SourceRoot
+	root := filepath.Join(f.srv.cfg.SourceRoot, "p1")
 	truth, err := synth.Generate(root, synth.Options{Persons: persons, Seed: 7})
 	if err != nil {
 		f.t.Fatal(err)
@@ -65,10 +65,10 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 
 	// An admin registers the project; a bad request names the field.
 	_, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
-		ApprovedVariables: approvedVariables(t), Recipients: []string{"not-a-key"}})
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{"not-a-key"}})
 	wantCode(t, "CreateProject with a bad recipient", err, codes.InvalidArgument, "recipients")
 	p, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
-		ApprovedVariables: approvedVariables(t), Recipients: []string{researcher.Recipient().String()}, RetentionDays: 120})
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}, RetentionDays: 120})
 	if err != nil {
 		t.Fatalf("CreateProject: %v", err)
 	}
@@ -76,7 +76,7 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 		t.Errorf("retain_until %v, want 120 days from now", p.RetainUntil.AsTime())
 	}
 	_, err = lopnrv1.NewProjectServiceClient(anna).CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p2", EpmDnr: "x",
-		ApprovedVariables: approvedVariables(t), Recipients: []string{researcher.Recipient().String()}})
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}})
 	wantCode(t, "an extractor of p1 creating p2", err, codes.PermissionDenied, "project.create")
 
 	// The extractor submits; an unapproved variable or a source outside

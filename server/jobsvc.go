@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,9 +27,17 @@ type jobService struct {
 // maxSpec bounds a submitted job spec.
 const maxSpec = 1 << 20
 
-// parseSpec parses a job spec as the server reads it: source paths are
-// relative to the source root, and none may lead outside it or the other
-// roots given (a job's own work directory, for an import).
+// parseSpec parses a job spec as the server reads it. Its source paths
+// are relative to the project's own source directory, <project>/ under the
+// source root (an absolute path may lead into it, or into one of the other
+// roots given: a job's own work directory, for an import), and each source
+// is opened through that directory as an os.Root: no .. and no link leads
+// out of it, to another project's directory or anywhere else lopnrd can
+// read. Each source is opened here, so that a path that leads out is
+// refused naming it, and the spec opens it so again when the job runs
+// (Link reads only the file it opened: see linkage.JobSpec.OpenSourcesWith),
+// so that a file swapped for a link between submission and run is refused
+// too.
 func (s *Server) parseSpec(raw []byte, roots ...string) (*linkage.JobSpec, error) {
 	if len(raw) > maxSpec {
 		return nil, &fieldError{"spec", "a job spec of at most 1 MiB"}
@@ -36,20 +46,89 @@ func (s *Server) parseSpec(raw []byte, roots ...string) (*linkage.JobSpec, error
 	if err != nil {
 		return nil, err
 	}
-	roots = append([]string{s.cfg.SourceRoot}, roots...)
-	for i := range spec.Sources {
-		p, err := filepath.Abs(spec.File(i))
+	// Again, with relative paths in the project's directory.
+	dir := filepath.Join(s.cfg.SourceRoot, spec.Project)
+	if spec, err = linkage.ParseSpec(raw, filepath.Join(dir, "job.yaml")); err != nil {
+		return nil, err
+	}
+	open := func(i int) (*os.File, error) {
+		f, err := s.openSource(spec, i, roots)
 		if err != nil {
 			return nil, err
 		}
-		if !slices.ContainsFunc(roots, func(root string) bool { return within(root, p) }) {
-			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].path", i), "a file under the server's source root (a relative path)"}
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].path", i), "a regular file"}
 		}
+		return f, nil
 	}
+	for i := range spec.Sources {
+		f, err := open(i)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+	}
+	spec.OpenSourcesWith(open)
 	return spec, nil
 }
 
-// within reports whether path is in the directory root.
+// openSource opens source i of spec through the project's source
+// directory, or, for an absolute path into one of roots, through that.
+func (s *Server) openSource(spec *linkage.JobSpec, i int, roots []string) (*os.File, error) {
+	path := spec.Sources[i].Path
+	where := fmt.Sprintf("a file in the project's source directory (%s/ under the server's source root) that no .. or link leads out of", spec.Project)
+	bad := func(err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return &fieldError{fmt.Sprintf("spec: sources[%d].path", i), where + "; there is no such file"}
+		}
+		return &fieldError{fmt.Sprintf("spec: sources[%d].path", i), where}
+	}
+	var root *os.Root
+	var err error
+	if filepath.IsAbs(path) {
+		for _, r := range roots {
+			if r, err = filepath.Abs(r); err == nil && within(r, path) {
+				rel, _ := filepath.Rel(r, path)
+				if root, err = os.OpenRoot(r); err != nil {
+					return nil, bad(err)
+				}
+				defer root.Close()
+				f, err := root.Open(rel)
+				if err != nil {
+					return nil, bad(err)
+				}
+				return f, nil
+			}
+		}
+		dir, _ := filepath.Abs(filepath.Join(s.cfg.SourceRoot, spec.Project))
+		rel, err := filepath.Rel(dir, path)
+		if err != nil || !within(dir, path) {
+			return nil, bad(nil)
+		}
+		path = rel
+	}
+	top, err := os.OpenRoot(s.cfg.SourceRoot)
+	if err != nil {
+		return nil, bad(err)
+	}
+	defer top.Close()
+	// The project's directory is reached through the source root too: it
+	// may not be a link out of it.
+	if root, err = top.OpenRoot(spec.Project); err != nil {
+		return nil, bad(err)
+	}
+	defer root.Close()
+	f, err := root.Open(path)
+	if err != nil {
+		return nil, bad(err)
+	}
+	return f, nil
+}
+
+// within reports whether path is in the directory root, by the text of
+// both: it picks the root an absolute path names, which then opens it
+// (os.Root) without leaving it.
 func within(root, path string) bool {
 	root, err := filepath.Abs(root)
 	if err != nil {
@@ -64,6 +143,11 @@ func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobReques
 	spec, err := s.parseSpec(req.GetSpec())
 	if err != nil {
 		return nil, err
+	}
+	for i, src := range spec.Sources {
+		if src.Profile == linkage.PartnerImport {
+			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].profile", i), "a profile other than " + linkage.PartnerImport + ", which only lopnrd's partner imports read with"}
+		}
 	}
 	rec, err := s.approvedProject(spec.Project) // jobs use only approved rules
 	if err != nil {

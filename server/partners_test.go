@@ -37,7 +37,7 @@ func TestPartnerCalls(t *testing.T) {
 	spec, _ := f.generate(300)
 	researcher := researcherKey(t)
 	if _, err := lopnrv1.NewProjectServiceClient(f.conn("drift")).CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1",
-		EpmDnr: "2026-00000-01", ApprovedVariables: append(approvedVariables(t), &lopnrv1.ApprovedVariable{Source: "scb", Column: "INKOMST"}),
+		EpmDnr: "2026-00000-01", ApprovedVariables: append(approvedVariables(t), &lopnrv1.ApprovedVariable{Source: "scb", Column: "INKOMST"}), ApprovedSources: append(approvedSources(t), &lopnrv1.ApprovedSource{Name: "scb", Profile: "partner-import"}),
 		Recipients: []string{researcher.Recipient().String()}}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,11 @@ func TestRetentionHoldDestroyAndCancel(t *testing.T) {
 	admin := lopnrv1.NewProjectServiceClient(f.conn("drift"))
 	approver := lopnrv1.NewProjectServiceClient(f.conn("bo"))
 	if _, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
-		ApprovedVariables: approvedVariables(t), Recipients: []string{researcher.Recipient().String()}}); err != nil {
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
-		ApprovedVariables: approvedVariables(t), Recipients: []string{researcher.Recipient().String()}})
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}})
 	wantCode(t, "creating p1 again", err, codes.AlreadyExists, `project "p1"`)
 
 	until := time.Now().AddDate(1, 0, 0).UTC().Truncate(24 * time.Hour)
