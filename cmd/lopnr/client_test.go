@@ -341,7 +341,8 @@ func TestClientProjects(t *testing.T) {
 			{Source: "lmed", Column: "ATC"},
 			{Source: "lmed", Column: "EDATUM", Transforms: []string{"year"}},
 			{Source: "dors", Column: "ULORSAK", Transforms: []string{"truncate(3)"}},
-		}})
+		},
+		ApprovedSources: []*lopnrv1.ApprovedSource{{Name: "par_sluten", Profile: "par-sluten"}, {Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}}})
 	for _, re := range []string{`(?m)^Project\s+p1$`, `(?m)^Retain until\s+2026-03-01$`, `(?m)^Personnummer\s+allowed in deliveries$`,
 		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`} {
 		mustMatch(t, "projects create", re, out)

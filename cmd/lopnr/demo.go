@@ -53,7 +53,9 @@ Flags:
 		}
 		*dir = d
 	}
-	data := filepath.Join(*dir, "data")
+	// As a server's source root has them: each project's files in a
+	// directory of its own (docs/server.md).
+	data := filepath.Join(*dir, "sources", synth.ProjectID(*seed))
 	say := func(format string, a ...any) { fmt.Fprintf(sio.out, format+"\n", a...) }
 
 	say("1. Synthetic sources for %d persons in %s", *persons, data)

@@ -34,11 +34,9 @@ const partnerPolicy = `identities:
   "CN=revisor,O=Region Test":  {global: [auditor]}
 `
 
-// partnerApproved adds the partner's variables to the job's approved list.
-const partnerApproved = synth.Approved + `  - {source: scb_inkomst, column: INKOMST}
-  - {source: scb_inkomst, column: AR}
-  - {source: scb_inkomst, column: KOMMUN}
-`
+// partnerApproved adds the partner's source and variables to the job's
+// approved list.
+var partnerApproved = synth.ApprovedWithPartner("scb_inkomst", "INKOMST", "AR", "KOMMUN")
 
 // TestPartnerBlindLinkageEndToEnd is issue 7's proof against the real
 // OpenBao (the kodnyckel) and S3 gateway (deliveries), over mutual TLS: a
@@ -72,10 +70,10 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	ok, fails := s.ok, s.fails
 
 	// The region's project and a delivery: its kodnyckel holds the cohort.
-	if _, err := synth.Generate(sources, synth.Options{Persons: 1500, Seed: 17}); err != nil {
+	if _, err := synth.Generate(filepath.Join(sources, "hjarta"), synth.Options{Persons: 1500, Seed: 17}); err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := os.ReadFile(filepath.Join(sources, synth.JobFile))
+	spec, _ := os.ReadFile(filepath.Join(sources, "hjarta", synth.JobFile))
 	jobFile := filepath.Join(dir, "job.yaml")
 	os.WriteFile(jobFile, regexp.MustCompile(`(?m)^project: .*$`).ReplaceAll(spec, []byte("project: hjarta")), 0o600)
 	approved := filepath.Join(dir, "approved.yaml")

@@ -63,7 +63,7 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	fs.SetOutput(sio.err)
 	var kf keystoreFlags
 	kf.register(fs)
-	approvedPath := fs.String("approved", "", "the project's approved variable list (YAML: variables, allow_personnummer); default approved.yaml beside the job spec")
+	approvedPath := fs.String("approved", "", "the project's approved variable list (YAML: sources, variables, allow_personnummer); default approved.yaml beside the job spec")
 	var recipients stringsFlag
 	fs.Var(&recipients, "recipient", "a researcher's age public key, age1… or age1pq1…, added to the job spec's recipients (repeatable)")
 	replace := fs.Bool("replace-recipients", false, "encrypt to the --recipient keys only, not to the job spec's")
@@ -105,6 +105,11 @@ func runRun(ctx context.Context, args []string, sio stdio) error {
 	}
 	appr, err := loadApproval(*approvedPath)
 	if err != nil {
+		return err
+	}
+	// Before anything runs: the sources read with their approved
+	// profiles, the variables on the list.
+	if err := extract.CheckApproval(spec, appr); err != nil {
 		return err
 	}
 	keys := slices.Concat(spec.Recipients, recipients)

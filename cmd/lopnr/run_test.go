@@ -190,3 +190,31 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("decrypted file: %v", err)
 	}
 }
+
+// TestExtractorCannotRunAnUnapprovedReading: lopnr run checks the job
+// against the approved list before anything runs (no key store, no
+// delivery): a source read otherwise than its approved profile reads it
+// (issue 15: header: false with the spec's own columns, which delivered
+// an unapproved column under an approved name) is refused naming the
+// field.
+func TestExtractorCannotRunAnUnapprovedReading(t *testing.T) {
+	j := newCLIJob(t, 300, 5)
+	t.Setenv("LOPNR_VAULT_ADDR", "")
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("LOPNR_S3_ENDPOINT", "")
+	spec := filepath.Join(j.dir, "job.yaml")
+	raw, _ := os.ReadFile(spec)
+	bad := strings.Replace(string(raw), "path: par_sluten.csv\n", "path: par_sluten.csv\n    header: false\n    columns: [PNR, INDATUM, UTDATUM, OP, HDIA]\n", 1)
+	os.WriteFile(spec, []byte(bad), 0o600)
+	ks, out := filepath.Join(j.dir, "ks"), filepath.Join(j.dir, "out")
+	_, stderr, code := runLopnr(t, "", "run", spec, "--keystore", ks, "--signing-key", filepath.Join(j.dir, "signing.key"), "--out", out,
+		"--approved", j.approved, "--recipient", j.id.Recipient().String(), "-q")
+	if code != 1 || !strings.Contains(stderr, "sources[3].header: ") || !strings.Contains(stderr, "sources[3].columns: ") {
+		t.Fatalf("run: exit %d, %q; want it refused naming sources[3].header and .columns", code, stderr)
+	}
+	for _, dir := range []string{ks, out} {
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("%s exists: something ran", dir)
+		}
+	}
+}

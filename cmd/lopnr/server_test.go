@@ -134,7 +134,7 @@ func (s *cliServer) fails(who, want string, args ...string) {
 // CLI's exit codes and messages.
 func TestClientAgainstServer(t *testing.T) {
 	s := startCLIServer(t, cliPolicy, nil, nil)
-	dir, sources := s.dir, s.sources
+	dir, sources := s.dir, filepath.Join(s.sources, "cli-1")
 	if _, err := synth.Generate(sources, synth.Options{Persons: 300, Seed: 3}); err != nil {
 		t.Fatal(err)
 	}

@@ -282,12 +282,13 @@ func TestEndToEnd(t *testing.T) {
 	t.Setenv("LOPNR_S3_REGION", s3env.Region)
 	e.start()
 
-	// Synthetic sources in the server's source root.
-	truth, err := synth.Generate(e.sourceRoot, synth.Options{Persons: 600, Seed: 11})
+	// Synthetic sources in the project's directory of the server's source
+	// root.
+	truth, err := synth.Generate(filepath.Join(e.sourceRoot, project), synth.Options{Persons: 600, Seed: 11})
 	if err != nil {
 		t.Fatal(err)
 	}
-	specRaw, err := os.ReadFile(filepath.Join(e.sourceRoot, synth.JobFile))
+	specRaw, err := os.ReadFile(filepath.Join(e.sourceRoot, project, synth.JobFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +301,10 @@ func TestEndToEnd(t *testing.T) {
 	for _, v := range appr.Variables {
 		approved = append(approved, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})
 	}
+	var approvedSources []*lopnrv1.ApprovedSource
+	for _, s := range appr.Sources {
+		approvedSources = append(approvedSources, &lopnrv1.ApprovedSource{Name: s.Name, Profile: s.Profile, ProfileYaml: s.ProfileYAML})
+	}
 	researcher, err := age.GenerateHybridIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +315,7 @@ func TestEndToEnd(t *testing.T) {
 	forskare, annan, revisor := e.conn("forskare"), e.conn("annan"), e.conn("revisor")
 	call(t, "CreateProject", func(ctx context.Context) (*lopnrv1.Project, error) {
 		return lopnrv1.NewProjectServiceClient(drift).CreateProject(ctx, &lopnrv1.CreateProjectRequest{Id: project, EpmDnr: "2026-00000-01",
-			ApprovedVariables: approved, Recipients: []string{researcher.Recipient().String()}})
+			ApprovedVariables: approved, ApprovedSources: approvedSources, Recipients: []string{researcher.Recipient().String()}})
 	})
 
 	// The extractor submits the generated job and watches it to the end.

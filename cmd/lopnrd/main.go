@@ -141,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("LOPNRD_TLS_KEY", ""), "server private key, PEM ($LOPNRD_TLS_KEY)")
 	fs.StringVar(&cfg.clientCA, "client-ca", env("LOPNRD_CLIENT_CA", ""), "CA certificates that sign client certificates, PEM ($LOPNRD_CLIENT_CA)")
 	fs.StringVar(&cfg.dataDir, "data-dir", env("LOPNRD_DATA_DIR", defaultDataDir()), "directory for projects, jobs, deliveries' records, the audit log and the signing key ($LOPNRD_DATA_DIR)")
-	fs.StringVar(&cfg.sourceRoot, "source-root", env("LOPNRD_SOURCE_ROOT", ""), "directory that job specs' source paths are relative to; none may lead outside it (default DATA-DIR/sources) ($LOPNRD_SOURCE_ROOT)")
+	fs.StringVar(&cfg.sourceRoot, "source-root", env("LOPNRD_SOURCE_ROOT", ""), "directory of each project's source files, in SOURCE-ROOT/<project>/, which a job's source paths are relative to and may not lead out of (default DATA-DIR/sources) ($LOPNRD_SOURCE_ROOT)")
 	fs.StringVar(&cfg.policy, "policy", env("LOPNRD_POLICY", ""), "policy file: identities and their roles per project; required unless --dev ($LOPNRD_POLICY)")
 	fs.StringVar(&cfg.auditLog, "audit-log", env("LOPNRD_AUDIT_LOG", ""), "the hash-chained audit log (default DATA-DIR/audit.log) ($LOPNRD_AUDIT_LOG)")
 	fs.StringVar(&cfg.auditOrigin, "audit-origin", env("LOPNRD_AUDIT_ORIGIN", defaultOrigin()), "the audit log's name in its signed checkpoints, given to the checkpoint key when lopnrd first creates it in the key store; later the key's name holds ($LOPNRD_AUDIT_ORIGIN)")
