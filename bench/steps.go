@@ -679,7 +679,17 @@ func stepSink(ctx context.Context, a stepArgs) (stepResult, error) {
 	if err := w.Close(); err != nil {
 		return r, errors.Join(err, st.Abort(ctx))
 	}
-	if err := st.Publish(ctx); err != nil {
+	// A delivery is released only with its manifest signature.
+	if w, err = st.Create(ctx, "manifest.json.sig"); err == nil {
+		err = w.Close()
+	}
+	if err == nil {
+		err = st.Commit(ctx)
+	}
+	if err == nil {
+		err = sink.Release(ctx, "bench", "sink")
+	}
+	if err != nil {
 		return r, errors.Join(err, st.Abort(ctx))
 	}
 	r.Took, r.Bytes, r.Rows = time.Since(start), n, a.plain

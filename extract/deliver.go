@@ -46,7 +46,11 @@ type Options struct {
 	// the manifest); the passphrase itself is never stored.
 	Passphrase bool
 	Sink       Sink
-	Signer     *Signer
+	// Release publishes the delivery as soon as it is staged, for lopnr
+	// run, where there is no second person to release it; a server
+	// leaves it staged until an approver releases it.
+	Release bool
+	Signer  *Signer
 	// SpecBytes is the job spec as submitted; the manifest keeps its digest.
 	SpecBytes []byte
 	// DeliveryID names the delivery; default the time and a random suffix.
@@ -66,11 +70,13 @@ type Progress struct {
 }
 
 // Deliver extracts the approved variables of every source from a linked
-// job, with LopNr in place of the identity, and publishes them to the sink
-// as one delivery. The variables are checked against the approval before
+// job, with LopNr in place of the identity, and stages them in the sink as
+// one delivery, which Options.Release (or the sink's Release later)
+// publishes. The variables are checked against the approval before
 // anything runs; run numbers are assigned (and stored) before any output
-// uses them; every output passes the leak guard before it is written; and
-// a failure anywhere leaves nothing visible.
+// uses them; every output passes the leak guard before it is written; the
+// manifest signature is written last, after every other file is complete;
+// and a failure anywhere leaves nothing staged or published.
 func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifest, err error) {
 	spec := res.Spec()
 	sources := res.Sources()
@@ -130,7 +136,7 @@ func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifes
 	if format == "" {
 		format = "csv"
 	}
-	var small []staticFile
+	var docs []staticFile
 	for _, p := range plans {
 		src := sourceNamed(sources, p.Source)
 		f, err := writeOutput(ctx, res, staging, src, p, spec.Outputs, format, opts, progress)
@@ -138,19 +144,32 @@ func Deliver(ctx context.Context, res *linkage.Result, opts Options) (_ *Manifes
 			return nil, err
 		}
 		m.Files = append(m.Files, f)
-		small = append(small, staticFile{f.Codebook, codebook(p)})
+		docs = append(docs, staticFile{f.Codebook, codebook(p)})
+	}
+	docs = append(docs, staticFile{readmeFile, readme(m, format)})
+	for _, d := range docs {
+		m.Documents = append(m.Documents, newManifestDocument(d.name, d.data))
 	}
 	manifest, sig, err := opts.Signer.sign(m)
 	if err != nil {
 		return nil, err
 	}
-	small = append(small, staticFile{"README.txt", readme(m, format)}, staticFile{"manifest.json", manifest}, staticFile{"manifest.json.sig", sig})
-	if err := writeStatic(ctx, staging, small); err != nil {
+	if err := writeStatic(ctx, staging, append(docs, staticFile{manifestFile, manifest})); err != nil {
+		return nil, err
+	}
+	// The signature last: a staged set of files with it is a whole
+	// delivery.
+	if err := writeStatic(ctx, staging, []staticFile{{signatureFile, sig}}); err != nil {
 		return nil, err
 	}
 	progress(Progress{Stage: "publish"})
-	if err := staging.Publish(ctx); err != nil {
+	if err := staging.Commit(ctx); err != nil {
 		return nil, err
+	}
+	if opts.Release {
+		if err := opts.Sink.Release(ctx, spec.Project, id); err != nil {
+			return nil, err
+		}
 	}
 	progress(Progress{Stage: "publish", Done: true})
 	return m, nil
@@ -217,7 +236,7 @@ func abortFile(w io.WriteCloser, err error) {
 }
 
 // staticFile is a small plaintext file of a delivery: a codebook, the
-// README, the manifest and its signature.
+// README, the manifest or its signature.
 type staticFile struct {
 	name string
 	data []byte
@@ -583,8 +602,9 @@ func readme(m *Manifest, format string) []byte {
 		}
 	}
 	b.WriteString("\nor `lopnr decrypt` with the same identity or passphrase. manifest.json lists every\n")
-	b.WriteString("file with its rows and SHA-256 sums before and after encryption; it is signed\n")
-	b.WriteString("(manifest.json.sig): `lopnr verify DIR --key <the service's public key>` checks\n")
-	b.WriteString("the signature and every file.\n")
+	b.WriteString("data file with its rows and SHA-256 sums before and after encryption, and this\n")
+	b.WriteString("README and every codebook with their SHA-256; it is signed (manifest.json.sig):\n")
+	b.WriteString("`lopnr verify --key <the service's public key> DIR` checks the signature and\n")
+	b.WriteString("every file.\n")
 	return []byte(b.String())
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +121,7 @@ func (f *fixture) deliver(t *testing.T, appr Approval) (*Manifest, error) {
 	}
 	return Deliver(context.Background(), res, Options{
 		Approval: appr, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
-		Sink: sink, Signer: f.signer, SpecBytes: f.specRaw,
+		Sink: sink, Signer: f.signer, SpecBytes: f.specRaw, Release: true,
 	})
 }
 
@@ -483,4 +484,174 @@ func plantInTakeCare(t *testing.T, f *fixture, secret string) {
 		lines[i] = strings.Join(fields, ";")
 	}
 	os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+}
+
+// recordingSink records the order in which a delivery's files are created
+// and closed.
+type recordingSink struct {
+	Sink
+	mu     sync.Mutex
+	events []string
+}
+
+type recordingStaging struct {
+	Staging
+	s *recordingSink
+}
+
+type recordingFile struct {
+	io.WriteCloser
+	s    *recordingSink
+	name string
+}
+
+func (r *recordingSink) record(e string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recordingSink) Begin(ctx context.Context, project, id string) (Staging, error) {
+	st, err := r.Sink.Begin(ctx, project, id)
+	return &recordingStaging{st, r}, err
+}
+
+func (r *recordingStaging) Create(ctx context.Context, name string) (io.WriteCloser, error) {
+	w, err := r.Staging.Create(ctx, name)
+	r.s.record("create " + name)
+	return &recordingFile{w, r.s, name}, err
+}
+
+func (r *recordingStaging) Commit(ctx context.Context) error {
+	r.s.record("commit")
+	return r.Staging.Commit(ctx)
+}
+
+func (f *recordingFile) Close() error {
+	err := f.WriteCloser.Close()
+	f.s.record("close " + f.name)
+	return err
+}
+
+// TestDeliverStagesUntilReleased: a delivery made for a server is staged
+// beside the researchers' directory, whole and signed, with its signature
+// written after every other file is complete; nothing of it is in the
+// researchers' directory, and no link is signed for it, until Release.
+func TestDeliverStagesUntilReleased(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv}\n")
+	res, err := linkage.Link(context.Background(), f.spec, linkage.Options{MemoryLimit: "1GB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	staging := filepath.Join(t.TempDir(), "staging")
+	sink, err := NewStagedDirSink(f.out, staging)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingSink{Sink: sink}
+	m, err := Deliver(context.Background(), res, Options{Approval: testApproval, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
+		Sink: rec, Signer: f.signer, SpecBytes: f.specRaw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countFiles(f.out); n != 0 {
+		t.Fatalf("before release, the researchers' directory holds %d files", n)
+	}
+	staged := filepath.Join(staging, m.Project, m.Delivery)
+	if n := countFiles(staged); n != 4*2+3 {
+		t.Fatalf("staged %d files, want 4 data files, 4 codebooks, the README, the manifest and its signature", n)
+	}
+	for _, name := range []string{"manifest.json.sig", m.Files[0].Name, "README.txt"} {
+		if _, err := sink.Presign(context.Background(), m.Project, m.Delivery, name, time.Hour); !errors.Is(err, ErrNotPublished) {
+			t.Fatalf("presign %s of a staged delivery: %v, want ErrNotPublished", name, err)
+		}
+	}
+	// The signature is created after every other file is closed, and the
+	// delivery committed after it.
+	ev := rec.events
+	sig := slices.Index(ev, "create manifest.json.sig")
+	if sig < 0 || ev[len(ev)-1] != "commit" || ev[len(ev)-2] != "close manifest.json.sig" {
+		t.Fatalf("events %v: want the signature created and closed last, then the commit", ev)
+	}
+	for _, e := range ev[:sig] {
+		if name, ok := strings.CutPrefix(e, "create "); ok && !slices.Contains(ev[:sig], "close "+name) {
+			t.Errorf("%s was still open when the signature was created", name)
+		}
+	}
+
+	if err := sink.Release(context.Background(), m.Project, m.Delivery); err != nil {
+		t.Fatal(err)
+	}
+	if n := countFiles(staged); n != 0 {
+		t.Errorf("after release, %d files are left staged", n)
+	}
+	dir := filepath.Join(f.out, m.Project, m.Delivery)
+	for _, c := range verifyDir(t, f, dir).Check(os.DirFS(dir)) {
+		if c.Err != nil {
+			t.Errorf("released delivery: %s: %v", c.Name, c.Err)
+		}
+	}
+}
+
+// verifyDir verifies the signed manifest of the delivery in dir.
+func verifyDir(t *testing.T, f *fixture, dir string) *Manifest {
+	t.Helper()
+	manifest, sig := f.open2(t, dir, "manifest.json"), f.open2(t, dir, "manifest.json.sig")
+	m, err := VerifyManifest(manifest, sig, f.signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestOperatorCannotAlterCodebookOrReadmeUnseen replays the README and
+// codebook part of finding 11 of issue 15: someone who can write to the
+// delivery's directory changes a codebook (to say what a column holds is
+// something else) or the README (to tell the researcher to send the data
+// somewhere); the signed manifest lists both, and the check names the file.
+func TestOperatorCannotAlterCodebookOrReadmeUnseen(t *testing.T) {
+	f := newFixture(t, "outputs: {format: csv}\n")
+	m, err := f.deliver(t, testApproval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(f.out, m.Project, m.Delivery)
+	vm := verifyDir(t, f, dir)
+	var docs []string
+	for _, d := range vm.Documents {
+		docs = append(docs, d.Name)
+	}
+	want := []string{"par_sluten.codebook.csv", "lmed.codebook.csv", "dors.codebook.csv", "takecare.codebook.csv", "README.txt"}
+	if slices.Sort(docs); !slices.Equal(docs, slices.Sorted(slices.Values(want))) {
+		t.Fatalf("the manifest's documents are %v, want every codebook and the README", docs)
+	}
+	checkAll := func() map[string]error {
+		out := map[string]error{}
+		for _, c := range vm.Check(os.DirFS(dir)) {
+			out[c.Name] = c.Err
+		}
+		return out
+	}
+	for name, err := range checkAll() {
+		if err != nil {
+			t.Fatalf("untouched delivery: %s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"lmed.codebook.csv", "README.txt"} {
+		path := filepath.Join(dir, name)
+		orig := f.open2(t, dir, name)
+		if err := os.WriteFile(path, append(bytes.Clone(orig), "ATC;text;keep;ATC;the patient's personnummer\n"...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got := checkAll()
+		if !errors.Is(got[name], ErrFileAltered) {
+			t.Errorf("after %s was changed, its check says %v; want ErrFileAltered", name, got[name])
+		}
+		os.Remove(path)
+		if got := checkAll(); !errors.Is(got[name], ErrFileMissing) {
+			t.Errorf("after %s was removed, its check says %v; want ErrFileMissing", name, got[name])
+		}
+		os.WriteFile(path, orig, 0o600)
+	}
 }

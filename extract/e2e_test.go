@@ -47,7 +47,7 @@ func TestDeliverToS3EndToEnd(t *testing.T) {
 			}
 			defer res.Close()
 			m, err := Deliver(ctx, res, Options{Approval: testApproval, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
-				Sink: sink, Signer: f.signer, SpecBytes: f.specRaw})
+				Sink: sink, Signer: f.signer, SpecBytes: f.specRaw, Release: true})
 			if err != nil {
 				t.Fatal(err)
 			}

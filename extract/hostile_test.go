@@ -60,7 +60,7 @@ variables:
 	sink, _ := NewDirSink(out)
 	appr := Approval{Sources: []ApprovedSource{{Name: "lmed", Profile: "lmed"}},
 		Variables: []ApprovedVariable{{Source: "lmed", Column: "ATC"}, {Source: "lmed", Column: evilCol}, {Source: "lmed", Column: quoteCol}}}
-	m, err := Deliver(context.Background(), res, Options{Approval: appr, Keys: keys, Recipients: []age.Recipient{id.Recipient()}, Sink: sink, Signer: signer, SpecBytes: []byte(spec)})
+	m, err := Deliver(context.Background(), res, Options{Approval: appr, Keys: keys, Recipients: []age.Recipient{id.Recipient()}, Sink: sink, Signer: signer, SpecBytes: []byte(spec), Release: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,15 @@ package extract
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,11 +19,13 @@ import (
 	"time"
 )
 
-// Manifest describes a delivery: every file with its rows, sizes and
-// SHA-256 sums before and after compression and encryption, the digest of
-// the job spec that made it, and when. It is signed with the service's
-// Ed25519 key (manifest.json.sig beside it), so that anyone with the
-// public key can check that the files are the ones delivered.
+// Manifest describes a delivery: every data file with its rows, sizes and
+// SHA-256 sums before and after compression and encryption, every
+// document (the codebooks and the README) with its size and SHA-256, the
+// digest of the job spec that made it, and when. It is signed with the
+// service's Ed25519 key (manifest.json.sig beside it), so that anyone
+// with the public key can check that every file of the delivery is the
+// one delivered ([Manifest.Check]).
 type Manifest struct {
 	Delivery   string         `json:"delivery"`
 	Project    string         `json:"project"`
@@ -28,7 +33,27 @@ type Manifest struct {
 	SpecSHA256 string         `json:"job_spec_sha256"`
 	Recipients string         `json:"recipients"` // "age public keys" or "passphrase"
 	Files      []ManifestFile `json:"files"`
+	// Documents are the plaintext files of the delivery besides the
+	// manifest and its signature. Manifests made before they were listed
+	// have none.
+	Documents []ManifestDocument `json:"documents,omitempty"`
 }
+
+// ManifestDocument is a plaintext file of a delivery: a codebook or the
+// README.
+type ManifestDocument struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+func newManifestDocument(name string, data []byte) ManifestDocument {
+	sum := sha256.Sum256(data)
+	return ManifestDocument{Name: name, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// readmeFile is the name of a delivery's README.
+const readmeFile = "README.txt"
 
 // ManifestFile is one delivered file.
 type ManifestFile struct {
@@ -125,6 +150,78 @@ func VerifyManifest(manifest, sig []byte, publicKey string) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return &m, nil
+}
+
+// FileCheck is the outcome of checking one file of a delivery against its
+// manifest.
+type FileCheck struct {
+	Name     string
+	Document bool  // a codebook or the README, not a data file
+	Rows     int64 // of a data file
+	// Err is nil when the file matches; else it wraps ErrFileMissing,
+	// ErrFileAltered or ErrFileUnlisted.
+	Err error
+}
+
+var (
+	// ErrFileMissing: a file the manifest lists cannot be read.
+	ErrFileMissing = errors.New("missing")
+	// ErrFileAltered: a file's size or SHA-256 differs from the manifest's.
+	ErrFileAltered = errors.New("altered: its size or SHA-256 differs from the signed manifest")
+	// ErrFileUnlisted: a data file names a codebook that the manifest
+	// does not list among its documents, so nothing vouches for it.
+	ErrFileUnlisted = errors.New("not listed in the signed manifest")
+)
+
+// Check compares the files of the delivery in fsys (its directory, say)
+// with the manifest, which must have been verified first: every data
+// file, every document, and every codebook a data file names, by size and
+// SHA-256. It returns one FileCheck per file, the data files first. A
+// manifest made before documents were listed checks only the data files.
+func (m *Manifest) Check(fsys fs.FS) []FileCheck {
+	var out []FileCheck
+	check := func(name string, size int64, sum string) error {
+		if !fs.ValidPath(name) || strings.ContainsAny(name, `/\`) {
+			return fmt.Errorf("%q is not a file name: %w", name, ErrFileMissing)
+		}
+		gotSize, gotSum, err := fileSHA256(fsys, name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrFileMissing, err)
+		}
+		if gotSize != size || gotSum != sum {
+			return ErrFileAltered
+		}
+		return nil
+	}
+	for _, f := range m.Files {
+		out = append(out, FileCheck{Name: f.Name, Rows: f.Rows, Err: check(f.Name, f.Size, f.SHA256)})
+	}
+	listed := map[string]bool{}
+	for _, d := range m.Documents {
+		listed[d.Name] = true
+		out = append(out, FileCheck{Name: d.Name, Document: true, Err: check(d.Name, d.Size, d.SHA256)})
+	}
+	if len(m.Documents) > 0 {
+		for _, f := range m.Files {
+			if f.Codebook != "" && !listed[f.Codebook] {
+				listed[f.Codebook] = true
+				out = append(out, FileCheck{Name: f.Codebook, Document: true, Err: ErrFileUnlisted})
+			}
+		}
+	}
+	return out
+}
+
+// fileSHA256 returns the size and hex SHA-256 of a file.
+func fileSHA256(fsys fs.FS, name string) (int64, string, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return n, hex.EncodeToString(h.Sum(nil)), err
 }
 
 // strictBase64 decodes the one encoding of a value in standard base64:

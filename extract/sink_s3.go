@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -54,9 +55,14 @@ const (
 	cleanupTimeout = time.Minute
 )
 
-// S3Sink publishes deliveries to an S3 bucket. A delivery's files are
-// uploaded under <prefix>staging/<project>/<id>/ and copied by the server,
-// on Publish, to <prefix>deliveries/<project>/<id>/.
+// S3Sink keeps deliveries in an S3 bucket. A delivery's files are
+// uploaded under <prefix>staging/<project>/<id>/ and copied by the
+// service, on Release, to <prefix>deliveries/<project>/<id>/, the
+// manifest and its signature last; then the staged objects are removed.
+// Researchers' links reach only the second prefix; whoever holds the S3
+// keys can read both, so the keys stay with the service and its
+// operators (a bucket policy can deny all but the service's key the
+// staging prefix).
 //
 // The writers that Create returns also have a method
 //
@@ -185,37 +191,73 @@ func (s *S3Sink) Location(project, id string) string {
 	return "s3://" + s.bucket + "/" + s.deliveryPrefix(project, id)
 }
 
-// Presign returns a pre-signed GET URL for a published file. It does not
-// check that the file exists: a link to a missing file answers 404.
+// Presign returns a pre-signed GET URL for a published file. It fails with
+// ErrNotPublished unless the delivery's manifest signature and the file
+// are published: a staged file has no link.
 func (s *S3Sink) Presign(ctx context.Context, project, id, file string, expiry time.Duration) (string, error) {
-	if err := checkExpiry(expiry); err != nil {
+	if err := checkPresign(project, id, file, expiry); err != nil {
 		return "", err
 	}
-	if err := checkDeliveryNames(project, id); err != nil {
-		return "", err
+	prefix := s.deliveryPrefix(project, id)
+	for _, name := range []string{signatureFile, file} {
+		if ok, err := s.exists(ctx, prefix+name); err != nil {
+			return "", fmt.Errorf("s3 sink: presign s3://%s/%s%s: %w", s.bucket, prefix, file, err)
+		} else if !ok {
+			return "", fmt.Errorf("s3 sink: s3://%s/%s%s: %w", s.bucket, prefix, file, ErrNotPublished)
+		}
 	}
-	if err := checkSinkName("file", file); err != nil {
-		return "", err
-	}
-	key := s.deliveryPrefix(project, id) + file
-	u, err := s.client.PresignedGetObject(ctx, s.bucket, key, expiry, nil)
+	u, err := s.client.PresignedGetObject(ctx, s.bucket, prefix+file, expiry, nil)
 	if err != nil {
-		return "", fmt.Errorf("s3 sink: presign s3://%s/%s: %w", s.bucket, key, err)
+		return "", fmt.Errorf("s3 sink: presign s3://%s/%s%s: %w", s.bucket, prefix, file, err)
 	}
 	return u.String(), nil
 }
 
+// exists reports whether an object exists.
+func (s *S3Sink) exists(ctx context.Context, key string) (bool, error) {
+	_, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err == nil {
+		return true, nil
+	}
+	if r := minio.ToErrorResponse(err); r.Code == minio.NoSuchKey || r.StatusCode == http.StatusNotFound {
+		return false, nil
+	}
+	return false, err
+}
+
 // Begin starts delivery id of project. It fails with ErrDeliveryExists
-// when the delivery has already been published.
+// when the delivery has already been published, and when objects are
+// staged under its id: another writer is at work on it, it waits for
+// release, or an interrupted writer left them.
 func (s *S3Sink) Begin(ctx context.Context, project, id string) (Staging, error) {
 	if err := checkDeliveryNames(project, id); err != nil {
 		return nil, err
 	}
 	st := &s3Staging{sink: s, project: project, id: id, files: map[string]*s3File{}}
-	if err := st.checkNotPublished(ctx); err != nil {
-		return nil, err
+	if any, err := s.any(ctx, s.deliveryPrefix(project, id)); err != nil {
+		return nil, fmt.Errorf("s3 sink: begin %s: %w", st.location(), err)
+	} else if any {
+		return nil, fmt.Errorf("s3 sink: %s: %w", st.location(), ErrDeliveryExists)
+	}
+	if any, err := s.any(ctx, s.stagingPrefix(project, id)); err != nil {
+		return nil, fmt.Errorf("s3 sink: begin %s: %w", st.location(), err)
+	} else if any {
+		return nil, fmt.Errorf("s3 sink: begin %s: objects are staged under s3://%s/%s: another writer is at work on this delivery, it waits for release, or an interrupted writer left them", st.location(), s.bucket, s.stagingPrefix(project, id))
 	}
 	return st, nil
+}
+
+// any reports whether any object exists under prefix.
+func (s *S3Sink) any(ctx context.Context, prefix string) (bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the listing after the first object
+	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true, MaxKeys: 1}) {
+		if obj.Err != nil {
+			return false, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, obj.Err)
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // s3Staging is a delivery being written to an S3Sink.
@@ -225,27 +267,11 @@ type s3Staging struct {
 
 	mu        sync.Mutex
 	files     map[string]*s3File
-	published bool     // Publish succeeded: Abort leaves the delivery alone
-	aborted   bool     // Abort was called: nothing more may be written
-	copied    []string // published keys Publish may have written
+	committed bool // Commit succeeded: nothing more may be written
+	aborted   bool // Abort was called: nothing more may be written
 }
 
 func (st *s3Staging) location() string { return st.sink.Location(st.project, st.id) }
-
-// checkNotPublished fails with ErrDeliveryExists when any object exists
-// under the delivery's published prefix.
-func (st *s3Staging) checkNotPublished(ctx context.Context) error {
-	s := st.sink
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the listing after the first object
-	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.deliveryPrefix(st.project, st.id), Recursive: true, MaxKeys: 1}) {
-		if obj.Err != nil {
-			return fmt.Errorf("s3 sink: list %s: %w", st.location(), obj.Err)
-		}
-		return fmt.Errorf("s3 sink: %s: %w", st.location(), ErrDeliveryExists)
-	}
-	return nil
-}
 
 // Create starts uploading file name to the staging area. The upload runs
 // under ctx; cancelling ctx fails it.
@@ -259,8 +285,8 @@ func (st *s3Staging) Create(ctx context.Context, name string) (io.WriteCloser, e
 	switch {
 	case st.aborted:
 		return nil, fmt.Errorf("s3 sink: create %s in %s: the delivery was aborted", name, st.location())
-	case st.published:
-		return nil, fmt.Errorf("s3 sink: create %s in %s: the delivery is already published", name, st.location())
+	case st.committed:
+		return nil, fmt.Errorf("s3 sink: create %s in %s: the delivery is already committed", name, st.location())
 	case st.files[name] != nil:
 		return nil, fmt.Errorf("s3 sink: create %s in %s: the file was already created", name, st.location())
 	}
@@ -399,69 +425,27 @@ func (f *s3File) finish(cause error) error {
 	return f.result
 }
 
-// Publish copies every file, on the server, from the staging area to the
-// delivery's prefix and then removes the staging area. It fails when a
-// file is still open or failed, when nothing was written, and with
-// ErrDeliveryExists when the delivery was already published. If a copy
-// fails, the copies already made are removed.
-//
-// Once every copy has succeeded the delivery is published: an error in
-// removing the staging area is still returned, but a later Abort removes
-// only what is left of the staging area, never the published files.
-func (st *s3Staging) Publish(ctx context.Context) error {
-	s := st.sink
+// Commit checks that every file is complete: the delivery is staged. It
+// fails when a file is still open or failed, or when nothing was written.
+func (st *s3Staging) Commit(ctx context.Context) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.aborted {
-		return fmt.Errorf("s3 sink: publish %s: the delivery was aborted", st.location())
+		return fmt.Errorf("s3 sink: commit %s: the delivery was aborted", st.location())
 	}
-	if st.published {
-		return nil
+	if _, err := completedFiles(st.files, func(f *s3File) fileState { return f.state }); err != nil {
+		return fmt.Errorf("s3 sink: commit %s: %w", st.location(), err)
 	}
-	files, err := completedFiles(st.files, func(f *s3File) fileState { return f.state })
-	if err != nil {
-		return fmt.Errorf("s3 sink: publish %s: %w", st.location(), err)
-	}
-	if err := st.checkNotPublished(ctx); err != nil {
-		return err
-	}
-
-	stagingPrefix, deliveryPrefix := s.stagingPrefix(st.project, st.id), s.deliveryPrefix(st.project, st.id)
-	for _, name := range files {
-		f := st.files[name]
-		dst := deliveryPrefix + name
-		st.copied = append(st.copied, dst)
-		src := minio.CopySrcOptions{Bucket: s.bucket, Object: stagingPrefix + name}
-		dstOpts := minio.CopyDestOptions{Bucket: s.bucket, Object: dst}
-		if f.size > s.copyPartSize {
-			// CopyObject is one request, limited to 5 GiB; ComposeObject of
-			// one source copies it in ranges (UploadPartCopy) of about
-			// PartSize and completes them as one object.
-			dstOpts.PartSize = uint64(s.copyPartSize)
-			_, err = s.client.ComposeObject(ctx, dstOpts, src)
-		} else {
-			_, err = s.client.CopyObject(ctx, dstOpts, src)
-		}
-		if err != nil {
-			err = fmt.Errorf("s3 sink: publish %s: copy %s: %w", st.location(), name, err)
-			return errors.Join(err, st.removePublished(ctx, true))
-		}
-	}
-	st.published = true
-	if err := st.removeStaged(ctx); err != nil {
-		return fmt.Errorf("s3 sink: %s is published, but its staging area was not removed: %w", st.location(), err)
-	}
+	st.committed = true
 	return nil
 }
 
-// Abort ends any file still being written and removes the staging area,
-// its incomplete multipart uploads and, unless Publish succeeded, any
-// object Publish copied to the delivery's prefix.
+// Abort ends any file still being written and removes the staging area
+// and its incomplete multipart uploads, committed or not. A released
+// delivery is no longer there and is left alone.
 func (st *s3Staging) Abort(ctx context.Context) error {
 	st.mu.Lock()
-	if !st.published {
-		st.aborted = true
-	}
+	st.aborted = true
 	var open []*s3File
 	for _, f := range st.files {
 		if f.state == fileOpen {
@@ -474,12 +458,7 @@ func (st *s3Staging) Abort(ctx context.Context) error {
 	for _, f := range open {
 		errs = append(errs, f.CloseWithError(errAborted))
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	errs = append(errs, st.removeStaged(ctx))
-	if !st.published {
-		errs = append(errs, st.removePublished(ctx, false))
-	}
+	errs = append(errs, st.sink.removeStaged(ctx, st.project, st.id))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("s3 sink: abort %s: %w", st.location(), err)
 	}
@@ -489,21 +468,12 @@ func (st *s3Staging) Abort(ctx context.Context) error {
 // errAborted is the error of a write that Abort interrupted.
 var errAborted = errors.New("delivery aborted")
 
-// removeStaged removes every object and incomplete upload under the
-// staging prefix.
-func (st *s3Staging) removeStaged(ctx context.Context) error {
-	s := st.sink
-	prefix := s.stagingPrefix(st.project, st.id)
-	var errs []error
-	var keys []string
-	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if obj.Err != nil {
-			errs = append(errs, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, obj.Err))
-			break
-		}
-		keys = append(keys, obj.Key)
-	}
-	errs = append(errs, s.removeObjects(ctx, keys))
+// removeStaged removes every object and incomplete upload under a
+// delivery's staging prefix.
+func (s *S3Sink) removeStaged(ctx context.Context, project, id string) error {
+	prefix := s.stagingPrefix(project, id)
+	keys, err := s.list(ctx, prefix)
+	errs := []error{err, s.removeObjects(ctx, keys)}
 
 	uploads := map[string]bool{}
 	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true) {
@@ -521,25 +491,100 @@ func (st *s3Staging) removeStaged(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// removePublished removes the objects Publish copied. Rolling back a
-// failed Publish runs even when ctx has ended, since it undoes a partial
-// delivery.
-func (st *s3Staging) removePublished(ctx context.Context, rollback bool) error {
-	if rollback {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
+// list returns the keys of the objects under prefix, in order.
+func (s *S3Sink) list(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return keys, fmt.Errorf("list s3://%s/%s: %w", s.bucket, prefix, obj.Err)
+		}
+		keys = append(keys, obj.Key)
 	}
-	s := st.sink
-	err := s.removeObjects(ctx, st.copied)
-	// A failed ComposeObject may leave its multipart upload behind.
-	var errs []error
-	if n := len(st.copied); rollback && n > 0 {
-		if e := s.client.RemoveIncompleteUpload(ctx, s.bucket, st.copied[n-1]); e != nil {
-			errs = append(errs, fmt.Errorf("abort the copy to s3://%s/%s: %w", s.bucket, st.copied[n-1], e))
+	return keys, nil
+}
+
+// Release copies, on the service, every staged object of the delivery to
+// its published prefix, the manifest and then its signature last, and then
+// removes the staged objects. A copy that fails removes the copies made
+// (the signature was not among them: no delivery is visible); running
+// Release again after a crash copies again what was staged, or, when the
+// signature is already published, removes what is left staged.
+func (s *S3Sink) Release(ctx context.Context, project, id string) error {
+	if err := checkDeliveryNames(project, id); err != nil {
+		return err
+	}
+	loc := s.Location(project, id)
+	stagingPrefix, deliveryPrefix := s.stagingPrefix(project, id), s.deliveryPrefix(project, id)
+	published, err := s.exists(ctx, deliveryPrefix+signatureFile)
+	if err != nil {
+		return fmt.Errorf("s3 sink: release %s: %w", loc, err)
+	}
+	if published {
+		if err := s.removeStaged(ctx, project, id); err != nil {
+			return fmt.Errorf("s3 sink: %s is released, but its staged objects were not removed: %w", loc, err)
+		}
+		return nil
+	}
+	keys, err := s.list(ctx, stagingPrefix)
+	if err != nil {
+		return fmt.Errorf("s3 sink: release %s: %w", loc, err)
+	}
+	var names []string
+	for _, k := range keys {
+		names = append(names, strings.TrimPrefix(k, stagingPrefix))
+	}
+	names, signed := releaseOrder(names)
+	if !signed {
+		return fmt.Errorf("s3 sink: release %s: %w under s3://%s/%s (no %s)", loc, ErrNotStaged, s.bucket, stagingPrefix, signatureFile)
+	}
+	var copied []string
+	for _, name := range names {
+		dst := deliveryPrefix + name
+		copied = append(copied, dst)
+		if err := s.copy(ctx, stagingPrefix+name, dst); err != nil {
+			err = fmt.Errorf("s3 sink: release %s: copy %s: %w", loc, name, err)
+			return errors.Join(err, s.rollback(ctx, copied))
 		}
 	}
-	if err := errors.Join(append(errs, err)...); err != nil {
+	if err := s.removeStaged(ctx, project, id); err != nil {
+		return fmt.Errorf("s3 sink: %s is released, but its staged objects were not removed: %w", loc, err)
+	}
+	return nil
+}
+
+// copy copies an object within the bucket. CopyObject is one request,
+// limited to 5 GiB; a larger object is copied by ComposeObject of one
+// source, in ranges (UploadPartCopy) of about copyPartSize completed as
+// one object.
+func (s *S3Sink) copy(ctx context.Context, src, dst string) error {
+	info, err := s.client.StatObject(ctx, s.bucket, src, minio.StatObjectOptions{})
+	if err != nil {
+		return err
+	}
+	from := minio.CopySrcOptions{Bucket: s.bucket, Object: src}
+	to := minio.CopyDestOptions{Bucket: s.bucket, Object: dst}
+	if info.Size > s.copyPartSize {
+		to.PartSize = uint64(s.copyPartSize)
+		_, err = s.client.ComposeObject(ctx, to, from)
+	} else {
+		_, err = s.client.CopyObject(ctx, to, from)
+	}
+	return err
+}
+
+// rollback removes the copies a failed Release made, and the multipart
+// upload a failed ComposeObject may leave behind. It runs even when ctx
+// has ended, since it undoes a partial release.
+func (s *S3Sink) rollback(ctx context.Context, copied []string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	errs := []error{s.removeObjects(ctx, copied)}
+	if n := len(copied); n > 0 {
+		if err := s.client.RemoveIncompleteUpload(ctx, s.bucket, copied[n-1]); err != nil {
+			errs = append(errs, fmt.Errorf("abort the copy to s3://%s/%s: %w", s.bucket, copied[n-1], err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove the published copies: %w", err)
 	}
 	return nil
@@ -579,37 +624,79 @@ func completedFiles[F any](files map[string]F, state func(F) fileState) ([]strin
 	return names, nil
 }
 
-// Abandon removes the staged objects and incomplete uploads that an
-// interrupted writer left for delivery id of project. A published
-// delivery is left alone.
+// Abandon removes delivery id of project from the staging prefix, with
+// its incomplete uploads: what an interrupted writer left, or a staged
+// delivery that will not be released. A published delivery is left alone.
 func (s *S3Sink) Abandon(ctx context.Context, project, id string) error {
 	if err := checkDeliveryNames(project, id); err != nil {
 		return err
 	}
-	st := &s3Staging{sink: s, project: project, id: id, files: map[string]*s3File{}}
-	if err := st.removeStaged(ctx); err != nil {
-		return fmt.Errorf("s3 sink: abandon %s: %w", st.location(), err)
+	if err := s.removeStaged(ctx, project, id); err != nil {
+		return fmt.Errorf("s3 sink: abandon s3://%s/%s: %w", s.bucket, s.stagingPrefix(project, id), err)
 	}
 	return nil
 }
 
-// Withdraw removes a published delivery whole: for a server that lost the
-// record of one (killed between publishing it and keeping its record), so
-// that nothing it cannot account for stays visible. A missing delivery is
+// Withdraw removes a published delivery whole, its manifest signature
+// first, so that a withdrawal cut short leaves no delivery: for a server
+// that finds one its records do not account for. A missing delivery is
 // not an error.
 func (s *S3Sink) Withdraw(ctx context.Context, project, id string) error {
 	if err := checkDeliveryNames(project, id); err != nil {
 		return err
 	}
-	var keys []string
-	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.deliveryPrefix(project, id), Recursive: true}) {
-		if obj.Err != nil {
-			return fmt.Errorf("s3 sink: withdraw %s: %w", s.Location(project, id), obj.Err)
-		}
-		keys = append(keys, obj.Key)
+	prefix := s.deliveryPrefix(project, id)
+	err := s.removeObjects(ctx, []string{prefix + signatureFile})
+	if err == nil {
+		var keys []string
+		keys, err = s.list(ctx, prefix)
+		err = errors.Join(err, s.removeObjects(ctx, keys))
 	}
-	if err := s.removeObjects(ctx, keys); err != nil {
+	if err != nil {
 		return fmt.Errorf("s3 sink: withdraw %s: %w", s.Location(project, id), err)
 	}
 	return nil
+}
+
+// Deliveries lists every delivery in the bucket under the sink's prefix,
+// staged (objects or incomplete uploads) or published, by its keys. Keys
+// that do not name a project and a delivery are not listed.
+func (s *S3Sink) Deliveries(ctx context.Context) ([]StoredDelivery, error) {
+	seen := map[StoredDelivery]bool{}
+	var out []StoredDelivery
+	add := func(key string) {
+		var d StoredDelivery
+		rest, ok := strings.CutPrefix(key, s.prefix+"staging/")
+		if !ok {
+			if rest, ok = strings.CutPrefix(key, s.prefix+"deliveries/"); !ok {
+				return
+			}
+			d.Published = true
+		}
+		parts := strings.SplitN(rest, "/", 3)
+		if len(parts) < 3 || checkDeliveryNames(parts[0], parts[1]) != nil {
+			return
+		}
+		d.Project, d.ID = parts[0], parts[1]
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, prefix := range []string{s.prefix + "staging/", s.prefix + "deliveries/"} {
+		keys, err := s.list(ctx, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("s3 sink: %w", err)
+		}
+		for _, k := range keys {
+			add(k)
+		}
+	}
+	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, s.prefix+"staging/", true) {
+		if u.Err != nil {
+			return nil, fmt.Errorf("s3 sink: list incomplete uploads under s3://%s/%sstaging/: %w", s.bucket, s.prefix, u.Err)
+		}
+		add(u.Key)
+	}
+	return out, nil
 }

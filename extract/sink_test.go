@@ -13,6 +13,8 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -44,24 +46,134 @@ type sinkBackend struct {
 	// fetch returns the SHA-256 of what a pre-signed URL downloads.
 	fetch func(t *testing.T, url string) []byte
 	// checkStaged and checkPublished, when set, look further at the
-	// delivery of PublishReadPresign before and after Publish.
+	// delivery of ReleaseReadPresign before and after Release.
 	checkStaged, checkPublished func(t *testing.T, project, id string)
 }
 
 // runSinkTests is the suite every Sink passes.
 func runSinkTests(t *testing.T, b sinkBackend) {
-	t.Run("PublishReadPresign", func(t *testing.T) { testSinkPublish(t, b) })
+	t.Run("ReleaseReadPresign", func(t *testing.T) { testSinkRelease(t, b) })
+	t.Run("ResearcherCannotReachAStagedDelivery", func(t *testing.T) { testResearcherCannotReachStaged(t, b) })
 	t.Run("FailedFileThenAbort", func(t *testing.T) { testSinkFailedFile(t, b) })
 	t.Run("CancelledUpload", func(t *testing.T) { testSinkCancelled(t, b) })
 	t.Run("AbortWhileWriting", func(t *testing.T) { testSinkAbortWhileWriting(t, b) })
 	t.Run("BadNames", func(t *testing.T) { testSinkBadNames(t, b) })
 	t.Run("Abandon", func(t *testing.T) { testSinkAbandon(t, b) })
+	t.Run("Deliveries", func(t *testing.T) { testSinkDeliveries(t, b) })
 }
 
-// abandoner is what a server needs to clean up after a killed writer.
-type abandoner interface {
+// serverSink is what a server needs besides a Sink: to clean up after a
+// killed writer and to reconcile what is stored with its records.
+type serverSink interface {
 	Abandon(ctx context.Context, project, id string) error
 	Withdraw(ctx context.Context, project, id string) error
+	Deliveries(ctx context.Context) ([]StoredDelivery, error)
+}
+
+// stageFiles writes a small delivery of the named files (each 100 random
+// bytes) and commits it.
+func stageFiles(t *testing.T, sink Sink, project, id string, names ...string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sink.Begin(ctx, project, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range names {
+		w, err := st.Create(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writeRandom(w, uint64(i), 100, 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testResearcherCannotReachStaged replays finding 6 of issue 15: a
+// delivery that waits for release is not at its published place, and no
+// link can be signed for it, neither for its published name nor for any
+// file of it; once released, both work.
+func testResearcherCannotReachStaged(t *testing.T, b sinkBackend) {
+	ctx := context.Background()
+	project, id := "proj-1", newDeliveryID()
+	names := []string{"cohort.csv.zst.age", "README.txt", "manifest.json", "manifest.json.sig"}
+	stageFiles(t, b.sink, project, id, names...)
+	if got := b.published(t, project, id); len(got) != 0 {
+		t.Fatalf("a staged delivery is listed under its published place: %v", got)
+	}
+	for _, name := range names {
+		if u, err := b.sink.Presign(ctx, project, id, name, time.Hour); !errors.Is(err, ErrNotPublished) {
+			t.Fatalf("presign %s of a staged delivery: %q, %v; want ErrNotPublished", name, u, err)
+		}
+	}
+	if err := b.sink.Release(ctx, project, id); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	for _, name := range names {
+		u, err := b.sink.Presign(ctx, project, id, name, time.Hour)
+		if err != nil {
+			t.Fatalf("presign %s of a released delivery: %v", name, err)
+		}
+		if got := b.fetch(t, u); len(got) != sha256.Size {
+			t.Fatalf("fetch %s: %x", name, got)
+		}
+	}
+	// A file the delivery does not have gets no link either.
+	if _, err := b.sink.Presign(ctx, project, id, "other.txt", time.Hour); !errors.Is(err, ErrNotPublished) {
+		t.Errorf("presign of a file the delivery lacks: %v; want ErrNotPublished", err)
+	}
+}
+
+// testSinkDeliveries: Deliveries lists what is staged (objects, or only an
+// upload under way) and what is published, by project and id.
+func testSinkDeliveries(t *testing.T, b sinkBackend) {
+	ctx := context.Background()
+	project := "list-" + newDeliveryID()
+	staged, published, writing := newDeliveryID(), newDeliveryID(), newDeliveryID()
+	stageFiles(t, b.sink, project, staged, "a.txt", "manifest.json.sig")
+	stageFiles(t, b.sink, project, published, "a.txt", "manifest.json.sig")
+	if err := b.sink.Release(ctx, project, published); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.sink.Begin(ctx, project, writing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := st.Create(ctx, "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeRandom(w, 3, 6<<20, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Abort(ctx)
+	all, err := b.sink.(serverSink).Deliveries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []StoredDelivery
+	for _, d := range all {
+		if d.Project == project {
+			got = append(got, d)
+		}
+	}
+	sortStored := func(a, b StoredDelivery) int {
+		return strings.Compare(a.ID+fmt.Sprint(a.Published), b.ID+fmt.Sprint(b.Published))
+	}
+	slices.SortFunc(got, sortStored)
+	want := []StoredDelivery{{project, staged, false}, {project, published, true}, {project, writing, false}}
+	slices.SortFunc(want, sortStored)
+	if !slices.Equal(got, want) {
+		t.Errorf("Deliveries = %v, want %v", got, want)
+	}
+	w.(discarder).CloseWithError(errors.New("done"))
 }
 
 // testSinkAbandon leaves a half-written delivery behind, as a killed
@@ -94,7 +206,7 @@ func testSinkAbandon(t *testing.T, b sinkBackend) {
 	if got := b.staged(t, project, id); len(got) < 2 {
 		t.Fatalf("before Abandon, staged %v, want done.txt and partial.bin", got)
 	}
-	if err := b.sink.(abandoner).Abandon(ctx, project, id); err != nil {
+	if err := b.sink.(serverSink).Abandon(ctx, project, id); err != nil {
 		t.Fatalf("Abandon: %v", err)
 	}
 	if got := b.staged(t, project, id); len(got) != 0 {
@@ -102,39 +214,37 @@ func testSinkAbandon(t *testing.T, b sinkBackend) {
 	}
 	w.(discarder).CloseWithError(errors.New("the writer is gone"))
 
+	// Abandon removes a committed delivery waiting for release too, and
+	// leaves a published one alone.
+	waiting := newDeliveryID()
+	stageFiles(t, b.sink, project, waiting, "kept.txt", "manifest.json.sig")
+	if err := b.sink.(serverSink).Abandon(ctx, project, waiting); err != nil {
+		t.Fatalf("Abandon of a staged delivery: %v", err)
+	}
+	if got := b.staged(t, project, waiting); len(got) != 0 {
+		t.Errorf("after Abandon of a staged delivery, staged %v", got)
+	}
 	id2 := newDeliveryID()
-	st, err = b.sink.Begin(ctx, project, id2)
-	if err != nil {
+	stageFiles(t, b.sink, project, id2, "kept.txt", "manifest.json.sig")
+	if err := b.sink.Release(ctx, project, id2); err != nil {
 		t.Fatal(err)
 	}
-	if w, err = st.Create(ctx, "kept.txt"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeRandom(w, 11, 100, 100); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Publish(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.sink.(abandoner).Abandon(ctx, project, id2); err != nil {
+	if err := b.sink.(serverSink).Abandon(ctx, project, id2); err != nil {
 		t.Fatalf("Abandon of a published delivery: %v", err)
 	}
-	if got := b.published(t, project, id2); !slices.Equal(got, []string{"kept.txt"}) {
-		t.Errorf("after Abandon of a published delivery, published %v, want [kept.txt]", got)
+	if got := b.published(t, project, id2); !slices.Equal(got, []string{"kept.txt", "manifest.json.sig"}) {
+		t.Errorf("after Abandon of a published delivery, published %v, want [kept.txt manifest.json.sig]", got)
 	}
 
 	// Withdraw removes a published delivery whole, and a missing one is
 	// not an error.
-	if err := b.sink.(abandoner).Withdraw(ctx, project, id2); err != nil {
+	if err := b.sink.(serverSink).Withdraw(ctx, project, id2); err != nil {
 		t.Fatalf("Withdraw: %v", err)
 	}
 	if got := b.published(t, project, id2); len(got) != 0 {
 		t.Errorf("after Withdraw, published %v", got)
 	}
-	if err := b.sink.(abandoner).Withdraw(ctx, project, id2); err != nil {
+	if err := b.sink.(serverSink).Withdraw(ctx, project, id2); err != nil {
 		t.Errorf("Withdraw of a missing delivery: %v", err)
 	}
 }
@@ -175,7 +285,7 @@ type sinkTestFile struct {
 // discarder is the method the sinks' writers have for failures.
 type discarder interface{ CloseWithError(error) error }
 
-func testSinkPublish(t *testing.T, b sinkBackend) {
+func testSinkRelease(t *testing.T, b sinkBackend) {
 	ctx := context.Background()
 	project, id := "proj-1", newDeliveryID()
 	st, err := b.sink.Begin(ctx, project, id)
@@ -187,6 +297,7 @@ func testSinkPublish(t *testing.T, b sinkBackend) {
 		{"manifest.json", 3000, 1000},
 		{"README.txt", 10_000, 777},
 		{"empty.txt", 0, 1},
+		{"manifest.json.sig", 89, 89},
 	}
 	sums := make([][]byte, len(files))
 	errs := make([]error, len(files))
@@ -216,19 +327,26 @@ func testSinkPublish(t *testing.T, b sinkBackend) {
 		t.Error("a second Create of the same name succeeded")
 	}
 
-	// Complete but unpublished: nothing visible.
+	if err := st.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if _, err := st.Create(ctx, "late.txt"); err == nil {
+		t.Error("Create after Commit succeeded")
+	}
+
+	// Complete but not released: nothing visible.
 	if got := b.published(t, project, id); len(got) != 0 {
-		t.Fatalf("before Publish, visible under %s: %v", b.sink.Location(project, id), got)
+		t.Fatalf("before Release, visible under %s: %v", b.sink.Location(project, id), got)
 	}
 	if got := b.staged(t, project, id); len(got) != len(files) {
-		t.Fatalf("before Publish, staged %v, want the %d files", got, len(files))
+		t.Fatalf("before Release, staged %v, want the %d files", got, len(files))
 	}
 	if b.checkStaged != nil {
 		b.checkStaged(t, project, id)
 	}
 
-	if err := st.Publish(ctx); err != nil {
-		t.Fatalf("publish: %v", err)
+	if err := b.sink.Release(ctx, project, id); err != nil {
+		t.Fatalf("release: %v", err)
 	}
 	var want []string
 	for _, f := range files {
@@ -239,7 +357,7 @@ func testSinkPublish(t *testing.T, b sinkBackend) {
 		t.Fatalf("published %v, want %v", got, want)
 	}
 	if got := b.staged(t, project, id); len(got) != 0 {
-		t.Fatalf("after Publish, staging area holds %v", got)
+		t.Fatalf("after Release, staging area holds %v", got)
 	}
 	if b.checkPublished != nil {
 		b.checkPublished(t, project, id)
@@ -270,21 +388,22 @@ func testSinkPublish(t *testing.T, b sinkBackend) {
 		t.Errorf("Location %q does not end in /%s/%s/", loc, project, id)
 	}
 
-	// A published delivery is never overwritten nor undone.
-	if err := st.Publish(ctx); err != nil {
-		t.Errorf("second Publish: %v", err)
-	}
-	if _, err := st.Create(ctx, "late.txt"); err == nil {
-		t.Error("Create after Publish succeeded")
+	// A published delivery is never overwritten nor undone; releasing it
+	// again is done at once.
+	if err := b.sink.Release(ctx, project, id); err != nil {
+		t.Errorf("second Release: %v", err)
 	}
 	if _, err := b.sink.Begin(ctx, project, id); !errors.Is(err, ErrDeliveryExists) {
 		t.Errorf("Begin of a published delivery: err %v, want ErrDeliveryExists", err)
 	}
 	if err := st.Abort(ctx); err != nil {
-		t.Errorf("Abort after Publish: %v", err)
+		t.Errorf("Abort after Release: %v", err)
 	}
 	if got := b.published(t, project, id); !slices.Equal(got, want) {
-		t.Fatalf("after Abort of a published delivery, published %v, want %v", got, want)
+		t.Fatalf("after Abort of a released delivery, published %v, want %v", got, want)
+	}
+	if err := b.sink.Release(ctx, project, newDeliveryID()); !errors.Is(err, ErrNotStaged) {
+		t.Errorf("Release of an unknown delivery: %v, want ErrNotStaged", err)
 	}
 }
 
@@ -329,11 +448,11 @@ func testSinkFailedFile(t *testing.T, b sinkBackend) {
 	if _, err := w.Write([]byte("more")); err == nil {
 		t.Error("Write after CloseWithError succeeded")
 	}
-	if err := st.Publish(ctx); err == nil || !strings.Contains(err.Error(), "big.bin") {
-		t.Errorf("Publish with a failed file: err %v, want one naming big.bin", err)
+	if err := st.Commit(ctx); err == nil || !strings.Contains(err.Error(), "big.bin") {
+		t.Errorf("Commit with a failed file: err %v, want one naming big.bin", err)
 	}
 	if got := b.published(t, project, id); len(got) != 0 {
-		t.Fatalf("failed Publish left %v visible", got)
+		t.Fatalf("failed Commit left %v visible", got)
 	}
 
 	if err := st.Abort(ctx); err != nil {
@@ -351,8 +470,8 @@ func testSinkFailedFile(t *testing.T, b sinkBackend) {
 	if _, err := st.Create(ctx, "late.txt"); err == nil {
 		t.Error("Create after Abort succeeded")
 	}
-	if err := st.Publish(ctx); err == nil {
-		t.Error("Publish after Abort succeeded")
+	if err := st.Commit(ctx); err == nil {
+		t.Error("Commit after Abort succeeded")
 	}
 }
 
@@ -385,8 +504,8 @@ func testSinkCancelled(t *testing.T, b sinkBackend) {
 	if err := w.Close(); err == nil {
 		t.Error("Close of a cancelled upload succeeded")
 	}
-	if err := st.Publish(context.Background()); err == nil {
-		t.Error("Publish with a cancelled file succeeded")
+	if err := st.Commit(context.Background()); err == nil {
+		t.Error("Commit with a cancelled file succeeded")
 	}
 	if err := st.Abort(context.Background()); err != nil {
 		t.Fatalf("abort: %v", err)
@@ -463,8 +582,13 @@ func testSinkBadNames(t *testing.T, b sinkBackend) {
 			t.Errorf("Create of file %q succeeded", name)
 		}
 	}
-	if err := st.Publish(ctx); err == nil {
-		t.Error("Publish of an empty delivery succeeded")
+	if err := st.Commit(ctx); err == nil {
+		t.Error("Commit of an empty delivery succeeded")
+	}
+	for _, name := range bad {
+		if err := b.sink.Release(ctx, "proj-1", name); err == nil {
+			t.Errorf("Release of id %q succeeded", name)
+		}
 	}
 	if got := b.staged(t, "proj-1", id); len(got) != 0 {
 		t.Errorf("bad names left %v in the staging area", got)
@@ -485,11 +609,24 @@ func TestSinkNames(t *testing.T) {
 }
 
 func TestDirSink(t *testing.T) {
-	root := t.TempDir()
-	sink, err := NewDirSink(filepath.Join(root, "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Run("StagedInside", func(t *testing.T) {
+		sink, err := NewDirSink(filepath.Join(t.TempDir(), "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testDirSink(t, sink)
+	})
+	t.Run("StagedBeside", func(t *testing.T) {
+		root := t.TempDir()
+		sink, err := NewStagedDirSink(filepath.Join(root, "out"), filepath.Join(root, "staging"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testDirSink(t, sink)
+	})
+}
+
+func testDirSink(t *testing.T, sink *DirSink) {
 	list := func(t *testing.T, dir string) []string {
 		t.Helper()
 		entries, err := os.ReadDir(dir)
@@ -525,7 +662,7 @@ func TestDirSink(t *testing.T) {
 			return list(t, filepath.Join(out, project, id))
 		},
 		staged: func(t *testing.T, project, id string) []string {
-			return list(t, filepath.Join(out, stagingDir, project, id))
+			return list(t, filepath.Join(sink.staging, project, id))
 		},
 		sum: func(t *testing.T, project, id, file string) []byte {
 			return hashFile(t, filepath.Join(out, project, id, file))
@@ -541,25 +678,27 @@ func TestDirSink(t *testing.T) {
 	})
 
 	// Modes: nothing readable by others.
-	err = filepath.WalkDir(out, func(path string, d fs.DirEntry, err error) error {
+	for _, root := range []string{out, sink.staging} {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			want := fs.FileMode(0o600)
+			if d.IsDir() {
+				want = 0o700
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s: mode %04o, want %04o", path, fi.Mode().Perm(), want)
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		want := fs.FileMode(0o600)
-		if d.IsDir() {
-			want = 0o700
-		}
-		if fi.Mode().Perm() != want {
-			t.Errorf("%s: mode %04o, want %04o", path, fi.Mode().Perm(), want)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -586,24 +725,59 @@ func TestDirSinkStagingInUse(t *testing.T) {
 	st.Abort(ctx)
 
 	// A directory in the way of the delivery (even an empty one, which a
-	// rename would replace) stops Publish.
-	st, err = sink.Begin(ctx, "p", "d2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := st.Create(ctx, "f")
-	w.Close()
+	// rename would replace) stops Release.
+	stageFiles(t, sink, "p", "d2", "f", "manifest.json.sig")
 	if err := os.MkdirAll(filepath.Join(sink.dir, "p", "d2"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Publish(ctx); !errors.Is(err, ErrDeliveryExists) {
-		t.Fatalf("Publish over an existing directory: err %v, want ErrDeliveryExists", err)
+	if err := sink.Release(ctx, "p", "d2"); !errors.Is(err, ErrDeliveryExists) {
+		t.Fatalf("Release over an existing directory: err %v, want ErrDeliveryExists", err)
 	}
-	if err := st.Abort(ctx); err != nil {
+	if err := sink.Abandon(ctx, "p", "d2"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(sink.dir, "p", "d2")); err != nil {
-		t.Fatalf("Abort removed the existing delivery directory: %v", err)
+		t.Fatalf("Abandon removed the existing delivery directory: %v", err)
+	}
+
+	// A staged set of files without the manifest signature is not a
+	// delivery: Release refuses it.
+	stageFiles(t, sink, "p", "d3", "f", "manifest.json")
+	if err := sink.Release(ctx, "p", "d3"); !errors.Is(err, ErrNotStaged) {
+		t.Fatalf("Release without a signature: err %v, want ErrNotStaged", err)
+	}
+}
+
+// TestStagedDirSinkPlaces: the staging directory is beside the delivery
+// directory on one file system, never around it, nor inside it under a
+// name a project could take.
+func TestStagedDirSinkPlaces(t *testing.T) {
+	root := t.TempDir()
+	for _, tc := range []struct{ dir, staging, want string }{
+		{"out", "out", "is or holds"},
+		{"s/out", "s", "is or holds"},
+		{"out", "out/staging", "a name a project could have"},
+	} {
+		_, err := NewStagedDirSink(filepath.Join(root, tc.dir), filepath.Join(root, tc.staging))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewStagedDirSink(%s, %s): %v, want an error saying %q", tc.dir, tc.staging, err, tc.want)
+		}
+	}
+	if _, err := NewStagedDirSink(filepath.Join(root, "out"), filepath.Join(root, "out", ".waiting")); err != nil {
+		t.Errorf("a dot directory inside: %v", err)
+	}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		var a, b syscall.Stat_t
+		if syscall.Stat("/dev/shm", &a) == nil && syscall.Stat(root, &b) == nil && a.Dev != b.Dev {
+			shm, err := os.MkdirTemp("/dev/shm", "lopnr-staging-")
+			if err == nil {
+				defer os.RemoveAll(shm)
+				_, err := NewStagedDirSink(filepath.Join(root, "out2"), shm)
+				if err == nil || !strings.Contains(err.Error(), "another file system") {
+					t.Errorf("staging on another file system: %v, want it refused", err)
+				}
+			}
+		}
 	}
 }
 
@@ -766,82 +940,111 @@ func TestS3Sink(t *testing.T) {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
 
-	writeFiles := func(t *testing.T, st Staging, names ...string) {
-		t.Helper()
-		for i, name := range names {
-			w, err := st.Create(ctx, name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := writeRandom(w, uint64(i), 1000, 1000); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-
 	t.Run("CopyFailureRollsBack", func(t *testing.T) {
-		id := newDeliveryID()
-		st, err := sink.Begin(ctx, "proj-1", id)
+		// The copy of b.txt fails: a proxy in front of the gateway refuses
+		// it. a.txt was copied before; the manifest and its signature come
+		// last and are never copied.
+		target, _ := url.Parse(s3TestEndpoint(env))
+		rp := httputil.NewSingleHostReverseProxy(target)
+		director := rp.Director
+		rp.Director = func(r *http.Request) { host := r.Host; director(r); r.Host = host } // keep the signed Host
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/b.txt") && r.Header.Get("X-Amz-Copy-Source") != "" {
+				w.WriteHeader(http.StatusForbidden)
+				io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>`)
+				return
+			}
+			rp.ServeHTTP(w, r)
+		}))
+		defer proxy.Close()
+		pcfg := cfg
+		pcfg.Endpoint = proxy.URL
+		failing, err := NewS3Sink(ctx, pcfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFiles(t, st, "a.txt", "b.txt", "c.txt")
-		// b.txt vanishes behind the sink's back: a.txt is copied first,
-		// then the copy of b.txt fails.
-		if err := client.RemoveObject(ctx, bucket, "lopnr-test/staging/proj-1/"+id+"/b.txt", minio.RemoveObjectOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		err = st.Publish(ctx)
+		id := newDeliveryID()
+		stageFiles(t, failing, "proj-1", id, "a.txt", "b.txt", "c.txt", "manifest.json", "manifest.json.sig")
+		err = failing.Release(ctx, "proj-1", id)
 		if err == nil || !strings.Contains(err.Error(), "b.txt") {
-			t.Fatalf("Publish with a missing staged object: err %v, want one naming b.txt", err)
+			t.Fatalf("Release with a failing copy: err %v, want one naming b.txt", err)
 		}
-		t.Logf("publish: %v", err)
+		t.Logf("release: %v", err)
 		if got := b.published(t, "proj-1", id); len(got) != 0 {
-			t.Fatalf("failed Publish left %v published", got)
+			t.Fatalf("failed Release left %v published", got)
 		}
-		if err := st.Abort(ctx); err != nil {
+		if got := b.staged(t, "proj-1", id); len(got) != 5 {
+			t.Fatalf("failed Release left %v staged, want the 5 files", got)
+		}
+		// Released again without the fault, it is whole.
+		if err := sink.Release(ctx, "proj-1", id); err != nil {
 			t.Fatal(err)
 		}
-		if got := b.staged(t, "proj-1", id); len(got) != 0 {
-			t.Fatalf("after Abort, staged %v", got)
+		if got := b.published(t, "proj-1", id); len(got) != 5 {
+			t.Fatalf("published %v, want the 5 files", got)
 		}
 	})
 
-	t.Run("PublishOverExisting", func(t *testing.T) {
+	t.Run("InterruptedReleaseIsFinished", func(t *testing.T) {
+		// A release killed after copying some files, the signature not
+		// among them: no link can be signed; a Release at the next start
+		// finishes it. Killed after the signature, before the staged
+		// objects were removed: the next Release removes them.
 		id := newDeliveryID()
-		st, err := sink.Begin(ctx, "proj-1", id)
-		if err != nil {
+		stageFiles(t, sink, "proj-1", id, "a.txt", "manifest.json", "manifest.json.sig")
+		staged, published := "lopnr-test/staging/proj-1/"+id+"/", "lopnr-test/deliveries/proj-1/"+id+"/"
+		if _, err := client.CopyObject(ctx, minio.CopyDestOptions{Bucket: bucket, Object: published + "a.txt"},
+			minio.CopySrcOptions{Bucket: bucket, Object: staged + "a.txt"}); err != nil {
 			t.Fatal(err)
 		}
-		writeFiles(t, st, "a.txt")
-		// Another writer publishes the same delivery meanwhile.
+		if _, err := sink.Presign(ctx, "proj-1", id, "a.txt", time.Hour); !errors.Is(err, ErrNotPublished) {
+			t.Fatalf("presign of a half-released delivery: %v, want ErrNotPublished", err)
+		}
+		if err := sink.Release(ctx, "proj-1", id); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.published(t, "proj-1", id); len(got) != 3 {
+			t.Fatalf("published %v, want the 3 files", got)
+		}
+
+		id = newDeliveryID()
+		stageFiles(t, sink, "proj-1", id, "a.txt", "manifest.json.sig")
+		staged, published = "lopnr-test/staging/proj-1/"+id+"/", "lopnr-test/deliveries/proj-1/"+id+"/"
+		for _, name := range []string{"a.txt", "manifest.json.sig"} {
+			if _, err := client.CopyObject(ctx, minio.CopyDestOptions{Bucket: bucket, Object: published + name},
+				minio.CopySrcOptions{Bucket: bucket, Object: staged + name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sink.Release(ctx, "proj-1", id); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.staged(t, "proj-1", id); len(got) != 0 {
+			t.Fatalf("after the second Release, staged %v", got)
+		}
+	})
+
+	t.Run("BeginOverExisting", func(t *testing.T) {
+		// Another writer published the same delivery, or staged it.
+		id := newDeliveryID()
 		other := "lopnr-test/deliveries/proj-1/" + id + "/a.txt"
 		if _, err := client.PutObject(ctx, bucket, other, strings.NewReader("theirs"), 6, minio.PutObjectOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.Publish(ctx); !errors.Is(err, ErrDeliveryExists) {
-			t.Fatalf("Publish over a published delivery: err %v, want ErrDeliveryExists", err)
+		if _, err := sink.Begin(ctx, "proj-1", id); !errors.Is(err, ErrDeliveryExists) {
+			t.Fatalf("Begin over a published delivery: err %v, want ErrDeliveryExists", err)
 		}
-		if err := st.Abort(ctx); err != nil {
-			t.Fatal(err)
+		id = newDeliveryID()
+		stageFiles(t, sink, "proj-1", id, "a.txt")
+		if _, err := sink.Begin(ctx, "proj-1", id); err == nil || !strings.Contains(err.Error(), "staged") {
+			t.Fatalf("Begin over a staged delivery: err %v, want one saying objects are staged", err)
 		}
-		if got := b.published(t, "proj-1", id); !slices.Equal(got, []string{"a.txt"}) {
-			t.Fatalf("Abort touched the other delivery: published %v", got)
-		}
-		obj, err := client.GetObject(ctx, bucket, other, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer obj.Close()
-		if got, err := io.ReadAll(obj); err != nil || string(got) != "theirs" {
-			t.Fatalf("the other delivery's a.txt now holds %q (%v)", got, err)
+		if got := b.staged(t, "proj-1", id); !slices.Equal(got, []string{"a.txt"}) {
+			t.Fatalf("a refused Begin touched the staged delivery: %v", got)
 		}
 	})
 
-	t.Run("AbortRemovesCrashLeftovers", func(t *testing.T) {
+	t.Run("AbandonRemovesCrashLeftovers", func(t *testing.T) {
 		// What an interrupted process leaves: a staged object and a
 		// multipart upload with a part, never completed.
 		id := newDeliveryID()
@@ -861,15 +1064,11 @@ func TestS3Sink(t *testing.T) {
 		if got := b.staged(t, "proj-1", id); len(got) != 2 {
 			t.Fatalf("leftovers %v, want an object and an incomplete upload", got)
 		}
-		st, err := sink.Begin(ctx, "proj-1", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Abort(ctx); err != nil {
+		if err := sink.Abandon(ctx, "proj-1", id); err != nil {
 			t.Fatal(err)
 		}
 		if got := b.staged(t, "proj-1", id); len(got) != 0 {
-			t.Fatalf("after Abort, staged %v", got)
+			t.Fatalf("after Abandon, staged %v", got)
 		}
 	})
 }

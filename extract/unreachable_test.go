@@ -91,7 +91,7 @@ func TestS3GoesAwayMidDelivery(t *testing.T) {
 	defer res.Close()
 	files := 0
 	_, err = Deliver(ctx, res, Options{Approval: testApproval, Keys: f.keys, Recipients: []age.Recipient{f.id.Recipient()},
-		Sink: sink, Signer: f.signer, SpecBytes: f.specRaw,
+		Sink: sink, Signer: f.signer, SpecBytes: f.specRaw, Release: true,
 		Progress: func(p Progress) {
 			if p.Stage == "file" && !p.Done {
 				if files++; files == 2 {

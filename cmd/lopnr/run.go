@@ -193,6 +193,10 @@ func linkAndDeliver(ctx context.Context, sio stdio, spec *linkage.JobSpec, dopts
 		return nil, nil, err
 	}
 	defer res.Close()
+	// No server, no second person: what lopnr run and the demo deliver is
+	// published at once (a server leaves it staged until an approver
+	// releases it).
+	dopts.Release = true
 	m, err := extract.Deliver(ctx, res, dopts)
 	if err != nil {
 		return nil, nil, err
