@@ -269,9 +269,10 @@ func (js jobService) WatchJob(req *lopnrv1.WatchJobRequest, stream lopnrv1.JobSe
 	}
 }
 
-// work runs one job: link, assign LopNr, deliver to the sink, and keep the
-// delivery's record. The delivery id is the job id, so that a job killed
-// with the server can be cleaned up by id.
+// work runs one job: link, assign LopNr, and stage the delivery in the
+// sink, keeping the delivery's record before each step (staging, then
+// staged); an approver's release publishes it. The delivery id is the job
+// id, so that a job killed with the server can be cleaned up by id.
 func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) (string, error) {
 	if s.gate != nil {
 		select {
@@ -313,23 +314,34 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err := res.Report.WriteText(&text); err != nil {
 		return "", err
 	}
+	// The delivery's record first, as staging: whatever a crash leaves in
+	// the sink under the job's id is then accounted for, and removed at
+	// the next start.
+	d := deliveryRecord{ID: j.ID, Project: j.Project, Job: j.ID, Submitter: j.Submitter, State: deliveryStaging, Created: s.cfg.Clock().UTC(),
+		Location: s.cfg.Sink.Location(j.Project, j.ID), SigningKey: s.cfg.Signer.PublicKey(), Report: text.String()}
+	if err := s.deliveries.create(d.ID, d); err != nil {
+		return "", err
+	}
 	m, err := extract.Deliver(ctx, res, extract.Options{Approval: rec.Approval, Keys: s.cfg.Keys, Recipients: recips,
 		Sink: s.cfg.Sink, Signer: s.cfg.Signer, SpecBytes: j.Spec, DeliveryID: j.ID, Now: s.cfg.Clock,
 		Progress: func(p extract.Progress) {
 			report(jobs.Event{Stage: p.Stage, Source: p.File, Rows: p.Rows, Bytes: p.Bytes, Done: p.Done})
 		}})
 	if err != nil {
-		return "", err
+		return "", errors.Join(err, s.dropDelivery(d.ID)) // Deliver removed what it staged
 	}
-	d := deliveryRecord{ID: m.Delivery, Project: m.Project, Job: j.ID, Submitter: j.Submitter, Created: m.Created,
-		Location: s.cfg.Sink.Location(m.Project, m.Delivery), SigningKey: s.cfg.Signer.PublicKey(), Report: text.String()}
+	// Staged, complete and signed, waiting for an approver's release.
 	var rows, size int64
-	for _, f := range m.Files {
-		d.Files = append(d.Files, deliveryFile{Name: f.Name, Source: f.Source, Format: f.Format, Rows: f.Rows, Size: f.Size, SHA256: f.SHA256, Codebook: f.Codebook})
-		rows, size = rows+f.Rows, size+f.Size
-	}
-	if err := s.deliveries.create(d.ID, d); err != nil {
-		return "", err
+	_, err = s.deliveries.update(d.ID, func(d *deliveryRecord) error {
+		d.State, d.Created, d.Files = deliveryStaged, m.Created, nil
+		for _, f := range m.Files {
+			d.Files = append(d.Files, deliveryFile{Name: f.Name, Source: f.Source, Format: f.Format, Rows: f.Rows, Size: f.Size, SHA256: f.SHA256, Codebook: f.Codebook})
+			rows, size = rows+f.Rows, size+f.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return "", errors.Join(err, s.discardStaged(d))
 	}
 	s.cfg.Metrics.Delivered(m.Project, rows, size)
 	return m.Delivery, nil

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,46 +108,5 @@ func TestStaleWorkIsRemoved(t *testing.T) {
 	defer srv.Close()
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("a stale work directory survived a restart: %v", err)
-	}
-}
-
-// TestKilledAfterPublish: a job killed between publishing its delivery and
-// keeping the delivery's record fails on restart, and the delivery it
-// cannot account for is withdrawn.
-func TestKilledAfterPublish(t *testing.T) {
-	f := newFixture(t, true)
-	cfg := f.srv.cfg
-	f.srv.Close()
-	id := "20260101-00000000000000ab"
-	job := fmt.Sprintf(`{"id":%q,"project":"p1","submitter":"x","state":"running","created":"2026-01-01T00:00:00Z","last":{"stage":"publish","state":"running"}}`, id)
-	if err := os.WriteFile(filepath.Join(cfg.DataDir, "jobs", id+".json"), []byte(job), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st, err := cfg.Sink.Begin(context.Background(), "p1", id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := st.Create(context.Background(), "manifest.json")
-	w.Write([]byte("{}"))
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Publish(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	published := filepath.Join(f.dir, "deliveries", "p1", id)
-	if _, err := os.Stat(published); err != nil {
-		t.Fatalf("the test's delivery was not published: %v", err)
-	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	if _, err := os.Stat(published); !os.IsNotExist(err) {
-		t.Errorf("a delivery without a record survived the restart: %v", err)
-	}
-	if j, err := srv.jobs.Get(id); err != nil || j.State != "failed" {
-		t.Errorf("the killed job = %v, %v; want failed", j.State, err)
 	}
 }

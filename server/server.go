@@ -19,9 +19,10 @@
 //
 // # Four eyes
 //
-// The person who submitted a job cannot release its delivery, and a
-// re-identification needs a second person's approval before the key
-// holder who asked gets the answer, once.
+// A job's delivery waits in the sink's staging place, where researchers'
+// links do not reach; only its release by an approver who did not submit
+// the job publishes it. A re-identification needs a second person's
+// approval before the key holder who asked gets the answer, once.
 //
 // # State
 //
@@ -62,12 +63,15 @@ import (
 	"github.com/lopnr/lopnr/server/metrics"
 )
 
-// Sink is where the server publishes deliveries: an extract sink that can
-// also remove what a killed job staged, or published without a record.
+// Sink is where the server keeps deliveries: an extract sink that can also
+// remove a delivery from its staging place (Abandon) or its published one
+// (Withdraw), and list what it holds, so that the server can make it agree
+// with its records at start.
 type Sink interface {
 	extract.Sink
 	Abandon(ctx context.Context, project, id string) error
 	Withdraw(ctx context.Context, project, id string) error
+	Deliveries(ctx context.Context) ([]extract.StoredDelivery, error)
 }
 
 var (
@@ -134,8 +138,9 @@ type Server struct {
 }
 
 // New opens the server's state in cfg.DataDir (failing cleanly any job
-// that was running when the server last stopped) and registers every
-// service. Close stops it.
+// that was running when the server last stopped, and making what the sink
+// holds agree with the delivery records) and registers every service.
+// Close stops it.
 func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || cfg.Policy == nil || cfg.Audit == nil || cfg.Keys == nil || cfg.Sink == nil || cfg.Signer == nil {
 		return nil, errors.New("server: DataDir, Policy, Audit, Keys, Sink and Signer are required")
@@ -176,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.jobs, err = jobs.Open(jobs.Options{Dir: cfg.DataDir, Limit: cfg.JobLimit, Work: s.work,
-		Cleanup: s.cleanup, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
+		Cleanup: s.cleanup, Recover: s.reconcile, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
 		return nil, err
 	}
 	s.removeStaleWork()
@@ -200,7 +205,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Serve serves on l until ctx ends, then drains in-flight calls, stops
-// running jobs (they fail as interrupted; nothing is published) and
+// running jobs (they fail as interrupted; nothing is released) and
 // returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -242,21 +247,6 @@ func (s *Server) jobChanged(j jobs.Job) {
 		Outcome: outcome, Reason: j.Error}); err != nil {
 		s.log.Error("audit log append failed", "err", err, "job", j.ID)
 	}
-}
-
-// cleanup removes what a job killed with the server left: its staged
-// delivery, a delivery it published without a record, and its work
-// directory.
-func (s *Server) cleanup(j jobs.Job) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err := s.cfg.Sink.Abandon(ctx, j.Project, j.ID)
-	// Killed between publishing and keeping the delivery's record: the
-	// service cannot account for it (nor release it), so it goes too.
-	if _, rerr := s.deliveries.get(j.ID); errors.Is(rerr, errNotFound) {
-		err = errors.Join(err, s.cfg.Sink.Withdraw(ctx, j.Project, j.ID))
-	}
-	return errors.Join(err, os.RemoveAll(s.workDir(j.ID)))
 }
 
 // loadOrCreateIdentity reads the service's age identity, creating it (mode
