@@ -75,6 +75,7 @@ func TestJobDeliveryReleaseAndReidentification(t *testing.T) {
 	if d := time.Until(p.RetainUntil.AsTime()); d < 119*24*time.Hour || d > 121*24*time.Hour {
 		t.Errorf("retain_until %v, want 120 days from now", p.RetainUntil.AsTime())
 	}
+	f.approve("p1", "bo")
 	_, err = lopnrv1.NewProjectServiceClient(anna).CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p2", EpmDnr: "x",
 		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}})
 	wantCode(t, "an extractor of p1 creating p2", err, codes.PermissionDenied, "project.create")

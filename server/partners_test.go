@@ -41,6 +41,7 @@ func TestPartnerCalls(t *testing.T) {
 		Recipients: []string{researcher.Recipient().String()}}); err != nil {
 		t.Fatal(err)
 	}
+	f.approve("p1", "bo")
 	jobs := lopnrv1.NewJobServiceClient(f.conn("anna"))
 	j, err := jobs.SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: spec})
 	if err != nil {
@@ -54,13 +55,28 @@ func TestPartnerCalls(t *testing.T) {
 	_, err = scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
 	wantCode(t, "an unregistered partner", err, codes.PermissionDenied, "not registered as a partner of project p1")
 	key, _ := age.GenerateX25519Identity()
-	_, err = lopnrv1.NewPartnerServiceClient(f.conn("anna")).RegisterPartner(ctx(t), &lopnrv1.RegisterPartnerRequest{Project: "p1", Identity: "CN=scb,O=Region Test", Recipient: key.Recipient().String(), EvaluateBudget: 3})
+	reg := func(edit func(*lopnrv1.RegisterPartnerRequest)) *lopnrv1.RegisterPartnerRequest {
+		r := &lopnrv1.RegisterPartnerRequest{Project: "p1", Identity: "CN=scb,O=Region Test", Recipient: key.Recipient().String(),
+			EvaluateBudget: 3, Exchanges: []string{"blind", "import"}, Reason: "SCB's income data for the cohort"}
+		if edit != nil {
+			edit(r)
+		}
+		return r
+	}
+	_, err = lopnrv1.NewPartnerServiceClient(f.conn("anna")).RegisterPartner(ctx(t), reg(nil))
 	wantCode(t, "an extractor registering a partner", err, codes.PermissionDenied, "partner.register")
-	_, err = lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), &lopnrv1.RegisterPartnerRequest{Project: "p1", Identity: "CN=scb,O=Region Test", Recipient: "ssh-ed25519 AAAA", EvaluateBudget: 3})
+	_, err = lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), reg(func(r *lopnrv1.RegisterPartnerRequest) { r.Recipient = "ssh-ed25519 AAAA" }))
 	wantCode(t, "a bad recipient", err, codes.InvalidArgument, "recipient")
-	if _, err := lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), &lopnrv1.RegisterPartnerRequest{Project: "p1", Identity: "CN=scb,O=Region Test", Recipient: key.Recipient().String(), EvaluateBudget: 3}); err != nil {
+	_, err = lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), reg(func(r *lopnrv1.RegisterPartnerRequest) { r.Exchanges = []string{"blind", "everything"} }))
+	wantCode(t, "an unknown exchange", err, codes.InvalidArgument, "exchanges[1]: one of keyfile, blind, import")
+	_, err = lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), reg(func(r *lopnrv1.RegisterPartnerRequest) { r.Reason = "" }))
+	wantCode(t, "a registration without a reason", err, codes.InvalidArgument, "reason")
+	if _, err := lopnrv1.NewPartnerServiceClient(f.conn("bo")).RegisterPartner(ctx(t), reg(nil)); err != nil {
 		t.Fatal(err)
 	}
+	_, err = scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
+	wantCode(t, "a partner whose registration waits for approval", err, codes.PermissionDenied, "not registered as a partner of project p1")
+	f.approve("p1", "cecilia")
 	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
 	if err != nil || keys.EvaluateBudget != 3 {
 		t.Fatalf("keys = %v, %v", keys, err)
@@ -132,7 +148,7 @@ func TestPartnerCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Rows != 3 || res.Job == "" {
-		t.Fatalf("import = %v; want 3 rows, 2 matched persons, 1 unmatched, and a job", res)
+		t.Fatalf("import = %v; want 3 rows and a job", res)
 	}
 	w, _ = jobs.WatchJob(ctx(t), &lopnrv1.WatchJobRequest{Id: res.Job})
 	var last *lopnrv1.JobEvent
@@ -142,5 +158,11 @@ func TestPartnerCalls(t *testing.T) {
 	if last.GetState() != lopnrv1.JobState_JOB_STATE_SUCCEEDED {
 		got, _ := jobs.GetJob(ctx(t), &lopnrv1.GetJobRequest{Id: res.Job})
 		t.Fatalf("the import's job ended %v: %s", last.GetState(), got.GetError())
+	}
+	// The counts the partner is not told are in the job's report, for the
+	// extraction team.
+	if got, err := jobs.GetJob(ctx(t), &lopnrv1.GetJobRequest{Id: res.Job}); err != nil ||
+		!strings.Contains(got.Report, "3 rows received, 2 of them of 2 of the project's persons, 1 matched nobody") {
+		t.Errorf("the import job's report: %q, %v; want the import's counts", got.GetReport(), err)
 	}
 }

@@ -26,6 +26,7 @@ func TestRetentionHoldDestroyAndCancel(t *testing.T) {
 		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}}); err != nil {
 		t.Fatal(err)
 	}
+	f.approve("p1", "bo")
 	_, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
 		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}})
 	wantCode(t, "creating p1 again", err, codes.AlreadyExists, `project "p1"`)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,9 +22,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/lopnr/lopnr/internal/buildinfo"
+	"github.com/lopnr/lopnr/server"
 )
 
 // defaultServer is where lopnrd listens unless told otherwise.
@@ -33,9 +36,9 @@ const defaultServer = "127.0.0.1:7443"
 // comes from its flag, else the environment, else the client config file,
 // else a default.
 type serverFlags struct {
-	fs                    *flag.FlagSet
-	server, cert, key, ca string
-	dev                   bool
+	fs                        *flag.FlagSet
+	server, cert, key, ca, as string
+	dev                       bool
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet) {
@@ -45,6 +48,8 @@ func (f *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.key, "key", "", "client private key, PEM `FILE` ($LOPNR_KEY, key:)")
 	fs.StringVar(&f.ca, "ca", "", "CA certificate that signed the server's certificate, PEM `FILE` ($LOPNR_CA, ca:; default the system's)")
 	fs.BoolVar(&f.dev, "dev", false, "plaintext to a lopnrd --dev on a loopback address ($LOPNR_DEV=true, dev:)")
+	fs.StringVar(&f.as, "as", "", "with --dev: act as another of lopnrd --dev's identities, `NAME` one of "+strings.Join(server.DevIdentities, ", ")+
+		", to take the second person's step of a four-eyes rule on a laptop ($LOPNR_AS)")
 }
 
 // clientConfig is how to reach lopnrd, as the client config file holds it:
@@ -56,6 +61,8 @@ type clientConfig struct {
 	Key    string `yaml:"key"`
 	CA     string `yaml:"ca"`
 	Dev    bool   `yaml:"dev"`
+	// As names a lopnrd --dev identity (flag and environment only).
+	As string `yaml:"-"`
 }
 
 // clientConfigPath returns the config file's path and whether it must
@@ -129,6 +136,7 @@ func (f *serverFlags) resolve() (clientConfig, error) {
 		Key:    pick("key", f.key, "LOPNR_KEY", file.Key, ""),
 		CA:     pick("ca", f.ca, "LOPNR_CA", file.CA, ""),
 		Dev:    file.Dev,
+		As:     pick("as", f.as, "LOPNR_AS", "", ""),
 	}
 	switch v := os.Getenv("LOPNR_DEV"); {
 	case set["dev"]:
@@ -176,6 +184,21 @@ func (f *serverFlags) dial() (*client, error) {
 		return nil, &usageError{fmt.Sprintf("server %q: want HOST:PORT", c.Server)}
 	}
 	var creds credentials.TransportCredentials
+	var opts []grpc.DialOption
+	if c.As != "" {
+		if !c.Dev {
+			return nil, &hintError{&usageError{"--as " + c.As + ": --as is only for a lopnrd --dev"},
+				"against a server with TLS you are the subject of your client certificate; use another person's certificate (--cert, --key)"}
+		}
+		if !slices.Contains(server.DevIdentities, c.As) {
+			return nil, &usageError{fmt.Sprintf("--as %q: want one of %s", c.As, strings.Join(server.DevIdentities, ", "))}
+		}
+		opts = append(opts, grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
+			return invoker(metadata.AppendToOutgoingContext(ctx, server.DevIdentityHeader, c.As), method, req, reply, cc, o...)
+		}), grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, o ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, server.DevIdentityHeader, c.As), desc, cc, method, o...)
+		}))
+	}
 	if c.Dev {
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			return nil, &hintError{&usageError{fmt.Sprintf("--dev to %s: --dev sends in plaintext, and only to a loopback address", c.Server)},
@@ -194,7 +217,8 @@ func (f *serverFlags) dial() (*client, error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	conn, err := grpc.NewClient(c.Server, grpc.WithTransportCredentials(creds), grpc.WithUserAgent("lopnr/"+buildinfo.Read().Version))
+	opts = append(opts, grpc.WithTransportCredentials(creds), grpc.WithUserAgent("lopnr/"+buildinfo.Read().Version))
+	conn, err := grpc.NewClient(c.Server, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", c.Server, err)
 	}

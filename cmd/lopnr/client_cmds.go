@@ -16,6 +16,7 @@ import (
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server"
 )
 
 func init() {
@@ -34,7 +35,8 @@ $LOPNR_SERVER, $LOPNR_CERT, $LOPNR_KEY, $LOPNR_CA and $LOPNR_DEV=true, or from
 the keys server, cert, key, ca and dev of the client config file
 ($LOPNR_CONFIG, else $XDG_CONFIG_HOME/lopnr/client.yaml or
 ~/.config/lopnr/client.yaml); a flag wins over the environment, the
-environment over the file.
+environment over the file. --as (or $LOPNR_AS) picks another identity of a
+lopnrd --dev, for the second person's step on a laptop.
 `
 
 // clientCmd is the frame of a command that talks to lopnrd: its flags,
@@ -114,10 +116,15 @@ func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 
 
 const projectsUsage = `Usage: lopnr projects SUBCOMMAND [flags] [args]
 
-Projects (ärenden) on lopnrd, each with its approved variables, the
-researchers' keys and its kodnyckel's retention.
+Projects (ärenden) on lopnrd, each with its rules — approved variables and
+sources, allow_personnummer, the researchers' keys — and its kodnyckel's
+retention. Rules change by four eyes: one person proposes (create, propose),
+another approves (approve); jobs use only approved rules.
 
   create ID --epm-dnr D --approved A.yaml --recipient age1… [--retention-days N]
+  propose ID --approved A.yaml --recipient age1… [--allow-personnummer] --reason R
+  approve ID CHANGE              (a second person, role approver)
+  changes ID                     a project's changes, pending and approved
   get ID
   list
   extend ID --until YYYY-MM-DD --reason R
@@ -130,6 +137,9 @@ Run 'lopnr projects SUBCOMMAND -h' for its flags.
 func runProjects(ctx context.Context, args []string, sio stdio) error {
 	return subcommand(ctx, "projects", projectsUsage, map[string]func(context.Context, []string, stdio) error{
 		"create":  runProjectsCreate,
+		"propose": runProjectsPropose,
+		"approve": runProjectsApprove,
+		"changes": runProjectsChanges,
 		"get":     runProjectsGet,
 		"list":    runProjectsList,
 		"extend":  runProjectsExtend,
@@ -138,42 +148,64 @@ func runProjects(ctx context.Context, args []string, sio stdio) error {
 	}, args, sio)
 }
 
+// rulesFlags are the flags that give a project's rules.
+type rulesFlags struct {
+	approved   *string
+	recipients stringsFlag
+}
+
+func (r *rulesFlags) register(fs *flag.FlagSet) {
+	r.approved = fs.String("approved", "", "the approved variable list (YAML: variables, allow_personnummer, as lopnr run --approved reads); required")
+	fs.Var(&r.recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable; at least one)")
+}
+
+// rules reads the flags into the API's rules.
+func (r *rulesFlags) rules() (*lopnrv1.ProjectRules, error) {
+	if err := required("approved", *r.approved); err != nil {
+		return nil, err
+	}
+	if len(r.recipients) == 0 {
+		return nil, &usageError{"--recipient is required: the researchers' age public keys"}
+	}
+	if _, err := extract.ParseRecipients(r.recipients); err != nil {
+		return nil, &usageError{fmt.Sprintf("--recipient: %v", err)}
+	}
+	appr, err := loadApproval(*r.approved)
+	if err != nil {
+		return nil, err
+	}
+	return server.RulesProto(appr, r.recipients), nil
+}
+
 func runProjectsCreate(ctx context.Context, args []string, sio stdio) error {
 	cmd := newClientCmd(sio, "lopnr projects create", `Usage: lopnr projects create ID --epm-dnr D --approved A.yaml --recipient age1… [flags]
 
-Registers a project and creates its kodnyckel. The approved variable list has
-the format lopnr run --approved reads (variables, allow_personnummer).
+Registers a project and creates its kodnyckel. Its rules — the approved
+variable list (the format lopnr run --approved reads: variables,
+allow_personnummer) and the recipients — are the project's first proposed
+change: no job runs until a second person with the approver role approves
+it with lopnr projects approve ID c1. Role admin or extractor.
 `)
 	epm := cmd.fs.String("epm-dnr", "", "the ethics approval's diary number, such as 2025-01234-01; required")
-	approved := cmd.fs.String("approved", "", "the approved variable list (YAML: variables, allow_personnummer); required")
-	var recipients stringsFlag
-	cmd.fs.Var(&recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable; at least one)")
+	var rf rulesFlags
+	rf.register(cmd.fs)
 	days := cmd.fs.Int("retention-days", 0, "how many days the kodnyckel is kept (default: the server's, 90)")
 	pos, err := cmd.parse(args, 1, "projects create takes one project ID")
 	if err != nil {
 		return err
 	}
-	if err := required("epm-dnr", *epm, "approved", *approved); err != nil {
+	if err := required("epm-dnr", *epm); err != nil {
 		return err
 	}
-	if len(recipients) == 0 {
-		return &usageError{"--recipient is required: the researchers' age public keys"}
-	}
-	if _, err := extract.ParseRecipients(recipients); err != nil {
-		return &usageError{fmt.Sprintf("--recipient: %v", err)}
+	rules, err := rf.rules()
+	if err != nil {
+		return err
 	}
 	if *days < 0 {
 		return &usageError{"--retention-days: want a number of days, 0 for the default"}
 	}
-	appr, err := loadApproval(*approved)
-	if err != nil {
-		return err
-	}
-	req := &lopnrv1.CreateProjectRequest{Id: pos[0], EpmDnr: *epm, AllowPersonnummer: appr.AllowPersonnummer,
-		Recipients: recipients, RetentionDays: int32(*days)}
-	for _, v := range appr.Variables {
-		req.ApprovedVariables = append(req.ApprovedVariables, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})
-	}
+	req := &lopnrv1.CreateProjectRequest{Id: pos[0], EpmDnr: *epm, AllowPersonnummer: rules.AllowPersonnummer,
+		Recipients: rules.Recipients, RetentionDays: int32(*days), ApprovedVariables: rules.ApprovedVariables, ApprovedSources: rules.ApprovedSources}
 	c, err := cmd.sf.dial()
 	if err != nil {
 		return err
@@ -184,7 +216,140 @@ the format lopnr run --approved reads (variables, allow_personnummer).
 		return c.check(err)
 	}
 	printProject(sio.out, p)
+	for _, ch := range p.PendingChanges {
+		fmt.Fprintf(sio.out, "\nThe rules are change %s, waiting for a second person: no job runs until an approver other than you runs\n  lopnr projects approve %s %s\n", ch, p.Id, ch)
+	}
 	return nil
+}
+
+func runProjectsPropose(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr projects propose", `Usage: lopnr projects propose ID --approved A.yaml --recipient age1… [--allow-personnummer] --reason R [flags]
+
+Proposes new rules for a project, replacing its approved variable list,
+allow_personnummer and recipients as a whole. They take effect when a second
+person approves the change (lopnr projects approve ID CHANGE); until then jobs
+use the rules approved before. Role extractor, approver or admin.
+`)
+	var rf rulesFlags
+	rf.register(cmd.fs)
+	allow := cmd.fs.Bool("allow-personnummer", false, "deliveries may carry identity numbers (also allow_personnummer: true in the list)")
+	reason := cmd.fs.String("reason", "", "why; kept with the change and in the audit log; required")
+	pos, err := cmd.parse(args, 1, "projects propose takes one project ID")
+	if err != nil {
+		return err
+	}
+	rules, err := rf.rules()
+	if err != nil {
+		return err
+	}
+	if err := required("reason", *reason); err != nil {
+		return err
+	}
+	rules.AllowPersonnummer = rules.AllowPersonnummer || *allow
+	c, err := cmd.sf.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ch, err := lopnrv1.NewProjectServiceClient(c.conn).ProposeChange(ctx, &lopnrv1.ProposeChangeRequest{Project: pos[0], Rules: rules, Reason: *reason})
+	if err != nil {
+		return c.check(err)
+	}
+	printChange(sio.out, ch)
+	fmt.Fprintf(sio.out, "\nA second person approves it with\n  lopnr projects approve %s %s\n", ch.Project, ch.Id)
+	return nil
+}
+
+func runProjectsApprove(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr projects approve", `Usage: lopnr projects approve ID CHANGE [flags]
+
+Approves a pending change of a project — new rules, or a partner's
+registration — which then takes effect. Check it first with lopnr projects
+changes ID. Role approver, and not the person who proposed it (four eyes).
+`)
+	pos, c, err := cmd.connect(args, 2, "projects approve takes a project ID and a CHANGE")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ch, err := lopnrv1.NewProjectServiceClient(c.conn).ApproveChange(ctx, &lopnrv1.ApproveChangeRequest{Project: pos[0], Id: pos[1]})
+	if err != nil {
+		return c.check(err)
+	}
+	printChange(sio.out, ch)
+	return nil
+}
+
+func runProjectsChanges(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr projects changes", `Usage: lopnr projects changes ID [flags]
+
+Lists a project's changes — rules and partner registrations — pending and
+approved, each in full: what a second person approves.
+`)
+	pos, c, err := cmd.connect(args, 1, "projects changes takes one project ID")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := lopnrv1.NewProjectServiceClient(c.conn).ListChanges(ctx, &lopnrv1.ListChangesRequest{Project: pos[0]})
+	if err != nil {
+		return c.check(err)
+	}
+	for i, ch := range resp.Changes {
+		if i > 0 {
+			fmt.Fprintln(sio.out)
+		}
+		printChange(sio.out, ch)
+	}
+	return nil
+}
+
+// changeState is a change's state as the CLI says it.
+func changeState(s lopnrv1.ChangeState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "CHANGE_STATE_"))
+}
+
+func printChange(w io.Writer, ch *lopnrv1.ProjectChange) {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "Change\t%s of project %s\n", ch.Id, ch.Project)
+	state := changeState(ch.State)
+	if ch.State == lopnrv1.ChangeState_CHANGE_STATE_APPROVED {
+		state += " " + when(ch.Approved) + " by " + orDash(ch.ApprovedBy)
+	}
+	fmt.Fprintf(tw, "State\t%s\n", state)
+	fmt.Fprintf(tw, "Proposed\t%s by %s\n", when(ch.Proposed), orDash(ch.ProposedBy))
+	fmt.Fprintf(tw, "Reason\t%s\n", orDash(ch.Reason))
+	if r := ch.Rules; r != nil {
+		printRules(tw, r.ApprovedVariables, r.AllowPersonnummer, r.Recipients)
+	}
+	if p := ch.Partner; p != nil {
+		fmt.Fprintf(tw, "Partner\t%s\n", orDash(p.Identity))
+		fmt.Fprintf(tw, "Recipient\t%s\n", orDash(p.Recipient))
+		fmt.Fprintf(tw, "Exchanges\t%s\n", orDash(strings.Join(p.Exchanges, ", ")))
+		fmt.Fprintf(tw, "Budget\t%d evaluations\n", p.EvaluateBudget)
+	}
+	tw.Flush()
+}
+
+// printRules prints a project's rules as table rows.
+func printRules(tw io.Writer, vars []*lopnrv1.ApprovedVariable, allowPersonnummer bool, recipients []string) {
+	if allowPersonnummer {
+		fmt.Fprintf(tw, "Personnummer\tallowed in deliveries\n")
+	}
+	label := "Recipients"
+	for _, r := range recipients {
+		fmt.Fprintf(tw, "%s\t%s\n", label, r)
+		label = ""
+	}
+	label = "Approved"
+	for _, v := range vars {
+		t := "keep"
+		if len(v.Transforms) > 0 {
+			t = strings.Join(v.Transforms, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s.%s: %s\n", label, v.Source, v.Column, t)
+		label = ""
+	}
 }
 
 func runProjectsGet(ctx context.Context, args []string, sio stdio) error {
@@ -208,7 +373,9 @@ func printProject(w io.Writer, p *lopnrv1.Project) {
 	fmt.Fprintf(tw, "EPM dnr\t%s\n", p.EpmDnr)
 	fmt.Fprintf(tw, "Created\t%s by %s\n", when(p.Created), orDash(p.CreatedBy))
 	fmt.Fprintf(tw, "Retain until\t%s\n", day(p.RetainUntil))
-	if p.Hold {
+	if p.Hold && p.HoldReason == "" { // the reason is for approvers and auditors
+		fmt.Fprintf(tw, "Legal hold\tyes\n")
+	} else if p.Hold {
 		fmt.Fprintf(tw, "Legal hold\tyes: %s\n", printable(p.HoldReason))
 	} else {
 		fmt.Fprintf(tw, "Legal hold\tno\n")
@@ -217,30 +384,24 @@ func printProject(w io.Writer, p *lopnrv1.Project) {
 		fmt.Fprintf(tw, "Destroyed\t%s\n", when(p.Destroyed))
 	}
 	fmt.Fprintf(tw, "Persons\t%d\n", p.Persons)
-	if p.AllowPersonnummer {
-		fmt.Fprintf(tw, "Personnummer\tallowed in deliveries\n")
+	if len(p.ApprovedVariables) == 0 && p.Destroyed == nil {
+		fmt.Fprintf(tw, "Rules\tnone approved yet: no job runs\n")
 	}
-	label := "Recipients"
-	for _, r := range p.Recipients {
-		fmt.Fprintf(tw, "%s\t%s\n", label, r)
-		label = ""
+	printRules(tw, p.ApprovedVariables, p.AllowPersonnummer, p.Recipients)
+	if len(p.PendingChanges) > 0 {
+		fmt.Fprintf(tw, "Pending\t%s (lopnr projects changes %s)\n", strings.Join(p.PendingChanges, ", "), p.Id)
 	}
-	label = "Approved"
-	for _, v := range p.ApprovedVariables {
-		t := "keep"
-		if len(v.Transforms) > 0 {
-			t = strings.Join(v.Transforms, ", ")
-		}
-		fmt.Fprintf(tw, "%s\t%s.%s: %s\n", label, v.Source, v.Column, t)
-		label = ""
-	}
-	label = "Changes"
+	label := "Changes"
 	for _, ch := range p.Changes {
 		until := ""
 		if ch.Until != nil {
 			until = " until " + day(ch.Until)
 		}
-		fmt.Fprintf(tw, "%s\t%s %s%s: %s\n", label, when(ch.At), ch.Action, until, printable(ch.Reason))
+		reason := ""
+		if ch.Reason != "" {
+			reason = ": " + printable(ch.Reason)
+		}
+		fmt.Fprintf(tw, "%s\t%s %s%s%s\n", label, when(ch.At), ch.Action, until, reason)
 		label = ""
 	}
 	tw.Flush()

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -32,6 +33,7 @@ import (
 	"github.com/lopnr/lopnr/internal/testpki"
 	"github.com/lopnr/lopnr/keystore"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server"
 )
 
 // t0 is when everything on the fake server happened.
@@ -56,6 +58,7 @@ type fakeServer struct {
 	links        []*lopnrv1.PresignedFile
 	personnummer string
 	verify       *lopnrv1.VerifyAuditResponse
+	rules        *lopnrv1.ProjectRules
 }
 
 type fakeCall struct {
@@ -63,6 +66,7 @@ type fakeCall struct {
 	req    proto.Message
 	cn     string // the client certificate's common name, without TLS ""
 	tls    uint16 // the TLS version, without TLS 0
+	as     string // the lopnrd --dev identity named (lopnr --dev --as)
 }
 
 // startFake serves a fakeServer on a loopback port, plaintext unless opts
@@ -106,6 +110,9 @@ func startFake(t *testing.T, opts ...grpc.ServerOption) *fakeServer {
 
 func (f *fakeServer) record(ctx context.Context, method string, req proto.Message) error {
 	c := fakeCall{method: path.Base(method), req: proto.Clone(req)}
+	if as := metadata.ValueFromIncomingContext(ctx, server.DevIdentityHeader); len(as) > 0 {
+		c.as = as[0]
+	}
 	if p, ok := peer.FromContext(ctx); ok {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 			c.tls = ti.State.Version
@@ -165,9 +172,42 @@ func (f *fakeServer) wantReq(t *testing.T, want proto.Message) {
 }
 
 func (f *fakeServer) CreateProject(_ context.Context, r *lopnrv1.CreateProjectRequest) (*lopnrv1.Project, error) {
-	return &lopnrv1.Project{Id: r.Id, EpmDnr: r.EpmDnr, ApprovedVariables: r.ApprovedVariables, AllowPersonnummer: r.AllowPersonnummer,
-		Recipients: r.Recipients, Created: timestamppb.New(t0), RetainUntil: timestamppb.New(t0.AddDate(0, 0, int(r.RetentionDays))),
-		CreatedBy: "uttag@region.example"}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = &lopnrv1.ProjectRules{ApprovedVariables: r.ApprovedVariables, ApprovedSources: r.ApprovedSources,
+		AllowPersonnummer: r.AllowPersonnummer, Recipients: r.Recipients}
+	return &lopnrv1.Project{Id: r.Id, EpmDnr: r.EpmDnr, Created: timestamppb.New(t0), RetainUntil: timestamppb.New(t0.AddDate(0, 0, int(r.RetentionDays))),
+		CreatedBy: "uttag@region.example", PendingChanges: []string{"c1"}}, nil
+}
+
+// change is the fake's one change: the rules the project was created
+// with, or those proposed last.
+func (f *fakeServer) change(project, id string, approvedBy string) *lopnrv1.ProjectChange {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := &lopnrv1.ProjectChange{Id: id, Project: project, State: lopnrv1.ChangeState_CHANGE_STATE_PENDING, ProposedBy: "uttag@region.example",
+		Proposed: timestamppb.New(t0), Reason: "the project's first rules", Rules: f.rules}
+	if approvedBy != "" {
+		ch.State, ch.ApprovedBy, ch.Approved = lopnrv1.ChangeState_CHANGE_STATE_APPROVED, approvedBy, timestamppb.New(t0.Add(time.Hour))
+	}
+	return ch
+}
+
+func (f *fakeServer) ProposeChange(_ context.Context, r *lopnrv1.ProposeChangeRequest) (*lopnrv1.ProjectChange, error) {
+	f.mu.Lock()
+	f.rules = r.Rules
+	f.mu.Unlock()
+	ch := f.change(r.Project, "c2", "")
+	ch.Reason = r.Reason
+	return ch, nil
+}
+
+func (f *fakeServer) ApproveChange(_ context.Context, r *lopnrv1.ApproveChangeRequest) (*lopnrv1.ProjectChange, error) {
+	return f.change(r.Project, r.Id, "godkannare@region.example"), nil
+}
+
+func (f *fakeServer) ListChanges(_ context.Context, r *lopnrv1.ListChangesRequest) (*lopnrv1.ListChangesResponse, error) {
+	return &lopnrv1.ListChangesResponse{Changes: []*lopnrv1.ProjectChange{f.change(r.Project, "c1", "")}}, nil
 }
 
 func (f *fakeServer) GetProject(_ context.Context, r *lopnrv1.GetProjectRequest) (*lopnrv1.Project, error) {
@@ -294,7 +334,7 @@ func (f *fakeServer) VerifyAudit(context.Context, *lopnrv1.VerifyAuditRequest) (
 // developer's own settings do not count.
 func clientEnv(t *testing.T) string {
 	t.Helper()
-	for _, v := range []string{"LOPNR_SERVER", "LOPNR_CERT", "LOPNR_KEY", "LOPNR_CA", "LOPNR_DEV", "LOPNR_CONFIG"} {
+	for _, v := range []string{"LOPNR_SERVER", "LOPNR_CERT", "LOPNR_KEY", "LOPNR_CA", "LOPNR_DEV", "LOPNR_AS", "LOPNR_CONFIG"} {
 		t.Setenv(v, "")
 	}
 	dir := t.TempDir()
@@ -343,10 +383,39 @@ func TestClientProjects(t *testing.T) {
 			{Source: "dors", Column: "ULORSAK", Transforms: []string{"truncate(3)"}},
 		},
 		ApprovedSources: []*lopnrv1.ApprovedSource{{Name: "par_sluten", Profile: "par-sluten"}, {Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}}})
-	for _, re := range []string{`(?m)^Project\s+p1$`, `(?m)^Retain until\s+2026-03-01$`, `(?m)^Personnummer\s+allowed in deliveries$`,
-		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`} {
+	for _, re := range []string{`(?m)^Project\s+p1$`, `(?m)^Retain until\s+2026-03-01$`, `(?m)^Rules\s+none approved yet: no job runs$`,
+		`(?m)^Pending\s+c1 \(lopnr projects changes p1\)$`, `(?m)^  lopnr projects approve p1 c1$`} {
 		mustMatch(t, "projects create", re, out)
 	}
+
+	// The second person reads the change in full, and approves it.
+	out, _, code = runLopnr(t, "", f.dev("projects", "changes", "p1")...)
+	f.wantReq(t, &lopnrv1.ListChangesRequest{Project: "p1"})
+	for _, re := range []string{`(?m)^Change\s+c1 of project p1$`, `(?m)^State\s+pending$`, `(?m)^Personnummer\s+allowed in deliveries$`,
+		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`} {
+		mustMatch(t, "projects changes", re, out)
+	}
+	out, stderr, code = runLopnr(t, "", f.dev("projects", "approve", "p1", "c1", "--as", "approver")...)
+	f.wantReq(t, &lopnrv1.ApproveChangeRequest{Project: "p1", Id: "c1"})
+	if code != 0 || f.last(t, "ApproveChange").as != "approver" {
+		t.Fatalf("projects approve --as approver: exit %d, sent as %q: %s", code, f.last(t, "ApproveChange").as, stderr)
+	}
+	mustMatch(t, "projects approve", `(?m)^State\s+approved 2025-03-01 11:00 UTC by godkannare@region.example$`, out)
+	if f.last(t, "ListChanges").as != "" {
+		t.Errorf("a call without --as named a dev identity")
+	}
+
+	// New rules, as a whole, with a reason.
+	r3 := newRecipient(t)
+	out, stderr, code = runLopnr(t, "", f.dev("projects", "propose", "p1", "--approved", approved, "--recipient", r3, "--reason", "a new researcher")...)
+	if code != 0 {
+		t.Fatalf("projects propose: exit %d: %s", code, stderr)
+	}
+	if got := f.last(t, "ProposeChange").req.(*lopnrv1.ProposeChangeRequest); got.Reason != "a new researcher" || !got.Rules.AllowPersonnummer ||
+		len(got.Rules.ApprovedVariables) != 6 || len(got.Rules.Recipients) != 1 || got.Rules.Recipients[0] != r3 {
+		t.Errorf("ProposeChange received %v", got)
+	}
+	mustMatch(t, "projects propose", `(?m)^  lopnr projects approve p1 c2$`, out)
 
 	out, _, code = runLopnr(t, "", f.dev("projects", "get", "p1")...)
 	f.wantReq(t, &lopnrv1.GetProjectRequest{Id: "p1"})
@@ -412,6 +481,17 @@ func TestClientRefusesBadUse(t *testing.T) {
 		{[]string{"projects", "hold", "p1"}, "--reason is required"},
 		{[]string{"keys", "hold", "p1", "--reason", " "}, "--reason is required"},
 		{[]string{"projects", "destroy", "p1"}, "--reason is required"},
+		{[]string{"projects", "propose", "p1", "--approved", approved, "--recipient", newRecipient(t)}, "--reason is required"},
+		{[]string{"projects", "propose", "p1", "--reason", "r"}, "--approved is required"},
+		{[]string{"projects", "approve", "p1"}, "a project ID and a CHANGE"},
+		{[]string{"projects", "changes"}, "one project ID"},
+		{[]string{"projects", "list", "--as", "root"}, `--as "root": want one of approver`},
+		{[]string{"partners", "register", "p1", "CN=x", "--recipient", newRecipient(t), "--reason", "r"}, "--exchange is required"},
+		{[]string{"partners", "register", "p1", "CN=x", "--recipient", newRecipient(t), "--exchange", "keyfile"}, "--reason is required"},
+		{[]string{"partner", "keyfile", "--project", "p1", "-o", "x"}, "a key file needs a grant now"},
+		{[]string{"partner", "keyfile", "request", "--project", "p1"}, "--reason is required"},
+		{[]string{"partner", "keyfile", "get", "--project", "p1", "-o", "x"}, "--grant is required"},
+		{[]string{"partner", "keyfile", "approve", "p1"}, "PROJECT and GRANT"},
 		{[]string{"submit"}, "one job spec file"},
 		{[]string{"watch", "j-1", "j-2"}, "one job ID"},
 		{[]string{"jobs", "get"}, "one job ID"},
@@ -434,7 +514,7 @@ func TestClientRefusesBadUse(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2 and %q in\n%s", tc.args, code, tc.want, stderr)
 		}
 	}
-	if _, stderr, code := runLopnr(t, "", "projects"); code != 2 || !strings.Contains(stderr, "lopnr projects: want a subcommand: create, destroy, extend, get, hold, list") {
+	if _, stderr, code := runLopnr(t, "", "projects"); code != 2 || !strings.Contains(stderr, "lopnr projects: want a subcommand: approve, changes, create, destroy, extend, get, hold, list, propose") {
 		t.Errorf("projects: exit %d: %s", code, stderr)
 	}
 	if n := f.count(""); n != 0 {
@@ -462,6 +542,16 @@ func TestClientConnectionSettings(t *testing.T) {
 			t.Errorf("%v: exit %d: %s", args, code, stderr)
 		}
 	}
+	// --as (a lopnrd --dev identity) only with --dev.
+	if _, stderr, code := runLopnr(t, "", "projects", "list", "--as", "approver", "--server", a.addr); code != 2 || !strings.Contains(stderr, "--as is only for a lopnrd --dev") {
+		t.Errorf("--as without --dev: exit %d: %s", code, stderr)
+	}
+	t.Setenv("LOPNR_AS", "auditor")
+	if _, stderr, code := runLopnr(t, "", "projects", "list", "--dev", "--server", a.addr); code != 0 || a.last(t, "ListProjects").as != "auditor" {
+		t.Errorf("$LOPNR_AS=auditor: exit %d, sent as %q: %s", code, a.last(t, "ListProjects").as, stderr)
+	}
+	t.Setenv("LOPNR_AS", "")
+	a.set(func(f *fakeServer) { f.calls = nil })
 	t.Setenv("LOPNR_DEV", "true")
 	t.Setenv("LOPNR_SERVER", "10.1.2.3:7443")
 	if _, stderr, code := runLopnr(t, "", "projects", "list"); code != 2 || !strings.Contains(stderr, "only to a loopback address") {
@@ -973,6 +1063,12 @@ func TestClientUsage(t *testing.T) {
 		{[]string{"projects", "-h"}, false}, {[]string{"keys", "-h"}, false}, {[]string{"keys", "reidentify", "-h"}, false}, {[]string{"audit", "-h"}, false},
 		{[]string{"projects", "create", "-h"}, true}, {[]string{"projects", "get", "-h"}, true}, {[]string{"projects", "list", "-h"}, true},
 		{[]string{"projects", "extend", "-h"}, true}, {[]string{"projects", "hold", "-h"}, true}, {[]string{"projects", "destroy", "-h"}, true},
+		{[]string{"projects", "propose", "-h"}, true}, {[]string{"projects", "approve", "-h"}, true}, {[]string{"projects", "changes", "-h"}, true},
+		{[]string{"partners", "-h"}, false}, {[]string{"partners", "register", "-h"}, true}, {[]string{"partners", "list", "-h"}, true},
+		{[]string{"partner", "-h"}, false}, {[]string{"partner", "keyfile", "-h"}, false},
+		{[]string{"partner", "keyfile", "request", "-h"}, true}, {[]string{"partner", "keyfile", "approve", "-h"}, true},
+		{[]string{"partner", "keyfile", "get", "-h"}, true}, {[]string{"partner", "keyfile", "list", "-h"}, true},
+		{[]string{"partner", "blind", "-h"}, true}, {[]string{"partner", "upload", "-h"}, true},
 		{[]string{"submit", "-h"}, true}, {[]string{"watch", "-h"}, true}, {[]string{"jobs", "-h"}, true}, {[]string{"jobs", "get", "-h"}, true},
 		{[]string{"cancel", "-h"}, true}, {[]string{"deliveries", "-h"}, true}, {[]string{"release", "-h"}, true}, {[]string{"presign", "-h"}, true},
 		{[]string{"keys", "sweep", "-h"}, true}, {[]string{"keys", "extend", "-h"}, true}, {[]string{"keys", "hold", "-h"}, true},

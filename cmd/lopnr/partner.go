@@ -28,15 +28,20 @@ const partnersUsage = `Usage: lopnr partners SUBCOMMAND [flags] [args]
 
 The partner authorities registered on a project (docs/partners.md).
 
-  register PROJECT IDENTITY --recipient age1… --budget N   register a partner (role approver or admin)
-  list PROJECT                                             a project's partners and their budgets
+  register PROJECT IDENTITY --recipient age1… --exchange E,… [--budget N] --reason R
+                         propose a partner's registration (role approver or admin);
+                         a second approver approves it with lopnr projects approve
+  list PROJECT           a project's partners, their exchanges and budgets
 `
 
 const partnerUsage = `Usage: lopnr partner SUBCOMMAND [flags] [args]
 
 For a partner authority's technician (docs/partners.md).
 
-  keyfile --project P -o FILE                    the key file (personnummer;LopNr), encrypted to your age key
+  keyfile request --project P --reason R         ask for the key file (one file a grant)
+  keyfile approve PROJECT GRANT                  a second person approves (role approver or key holder)
+  keyfile get --project P --grant G -o FILE      the key file (personnummer;LopNr), encrypted to your age key
+  keyfile list --project P                       the key-file grants you may see
   blind --project P IN OUT [--identity COL]      replace identity numbers by OPRF pseudonyms; numbers never leave this machine
   upload --project P --source S --keyed-by pseudonym|lopnr --variable COL[=TRANSFORM]… FILE
                                                  send a pseudonymised file back, encrypted to the service
@@ -58,33 +63,53 @@ func runPartner(ctx context.Context, args []string, sio stdio) error {
 }
 
 func printPartner(w io.Writer, p *lopnrv1.Partner) {
-	fmt.Fprintf(w, "%s\t%s\tbudget %d, evaluated %d\tregistered %s by %s\n", p.Project, p.Identity, p.EvaluateBudget, p.Evaluated, when(p.Registered), p.RegisteredBy)
+	approved := "approved by " + orDash(p.ApprovedBy)
+	if p.ApprovedBy == "" {
+		approved = "waiting for a second person's approval"
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\tbudget %d, evaluated %d\tproposed %s by %s, %s\n", p.Project, p.Identity, orDash(strings.Join(p.Exchanges, ",")),
+		p.EvaluateBudget, p.Evaluated, when(p.Registered), p.RegisteredBy, approved)
 }
 
 func runPartnersRegister(ctx context.Context, args []string, sio stdio) error {
-	cmd := newClientCmd(sio, "lopnr partners register", `Usage: lopnr partners register PROJECT IDENTITY --recipient age1… --budget N [flags]
+	cmd := newClientCmd(sio, "lopnr partners register", `Usage: lopnr partners register PROJECT IDENTITY --recipient age1… --exchange E,… [--budget N] --reason R [flags]
 
-Registers a partner authority on a project: IDENTITY is the subject of its
-client certificate ("CN=scb-uttag,O=SCB"), --recipient its age public key (key
-files are encrypted to it), --budget how many elements it may have evaluated
-for blind linkage. Registering again changes the key and the budget.
+Proposes a partner authority's registration on a project: IDENTITY is the
+subject of its client certificate ("CN=scb-uttag,O=SCB"), --recipient its age
+public key (key files are encrypted to it), --exchange what it may do:
+keyfile (key files, each with a second person's grant), blind (blind linkage
+and pseudonym-keyed uploads, within --budget evaluations), import (LopNr-keyed
+uploads). The registration takes effect when a second approver approves it
+(lopnr projects approve PROJECT CHANGE). A registration is never replaced: a
+new key or budget is a new registration, of a new identity.
 `)
 	recipient := cmd.fs.String("recipient", "", "the partner's age public key, age1… or age1pq1…; required")
-	budget := cmd.fs.Int64("budget", 0, "elements the partner may have evaluated (its persons, with some margin); 0 allows key files only")
-	pos, c, err := cmd.connect(args, 2, "partners register takes PROJECT and IDENTITY")
+	budget := cmd.fs.Int64("budget", 0, "elements the partner may have evaluated with the blind exchange (its persons, with some margin)")
+	exchanges := cmd.fs.String("exchange", "", "the exchanges, comma-separated: keyfile, blind, import; required")
+	reason := cmd.fs.String("reason", "", "why (the agreement, its diary number); kept with the change and in the audit log; required")
+	pos, err := cmd.parse(args, 2, "partners register takes PROJECT and IDENTITY")
+	if err != nil {
+		return err
+	}
+	if err := required("recipient", *recipient, "exchange", *exchanges, "reason", *reason); err != nil {
+		return err
+	}
+	var ex []string
+	for _, e := range strings.Split(*exchanges, ",") {
+		ex = append(ex, strings.TrimSpace(e))
+	}
+	c, err := cmd.sf.dial()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := required("recipient", *recipient); err != nil {
-		return err
-	}
-	p, err := lopnrv1.NewPartnerServiceClient(c.conn).RegisterPartner(ctx, &lopnrv1.RegisterPartnerRequest{
-		Project: pos[0], Identity: pos[1], Recipient: *recipient, EvaluateBudget: *budget})
+	ch, err := lopnrv1.NewPartnerServiceClient(c.conn).RegisterPartner(ctx, &lopnrv1.RegisterPartnerRequest{
+		Project: pos[0], Identity: pos[1], Recipient: *recipient, EvaluateBudget: *budget, Exchanges: ex, Reason: *reason})
 	if err != nil {
 		return c.check(err)
 	}
-	printPartner(sio.out, p.GetPartner())
+	printChange(sio.out, ch)
+	fmt.Fprintf(sio.out, "\nThe registration waits for a second person: an approver other than you runs\n  lopnr projects approve %s %s\n", ch.Project, ch.Id)
 	return nil
 }
 
@@ -105,24 +130,134 @@ func runPartnersList(ctx context.Context, args []string, sio stdio) error {
 	return nil
 }
 
-func runPartnerKeyfile(ctx context.Context, args []string, sio stdio) error {
-	cmd := newClientCmd(sio, "lopnr partner keyfile", `Usage: lopnr partner keyfile --project P -o FILE [flags]
+const keyfileUsage = `Usage: lopnr partner keyfile SUBCOMMAND [flags] [args]
 
-Fetches the project's key file — personnummer;LopNr, one person a line —
-encrypted with age to the key the project registered for you. Decrypt it with
-age -d -i YOUR_KEY FILE. The service audits every key file it gives out.
+The project's key file — personnummer;LopNr, one person a line — for a partner
+registered for the keyfile exchange. Each file needs a grant: the partner
+asks with a reason, a second person (an approver or key holder who did not
+propose the partner's registration) approves, and the partner gets the file
+once.
+
+  request --project P --reason R        the partner asks
+  approve PROJECT GRANT                 a second person approves
+  get --project P --grant G -o FILE     the partner fetches it, encrypted to its key
+  list --project P                      grants, pending, approved and used
+
+Run 'lopnr partner keyfile SUBCOMMAND -h' for its flags.
+`
+
+func runPartnerKeyfile(ctx context.Context, args []string, sio stdio) error {
+	if len(args) > 0 && strings.HasPrefix(args[0], "-") && !isHelp(args[0]) {
+		fmt.Fprint(sio.err, keyfileUsage)
+		return &hintError{&usageError{"partner keyfile: want a subcommand: approve, get, list, request"},
+			"a key file needs a grant now: lopnr partner keyfile request --project P --reason R, then a second person's approve, then get"}
+	}
+	return subcommand(ctx, "partner keyfile", keyfileUsage, map[string]func(context.Context, []string, stdio) error{
+		"request": runKeyfileRequest,
+		"approve": runKeyfileApprove,
+		"get":     runKeyfileGet,
+		"list":    runKeyfileList,
+	}, args, sio)
+}
+
+func printGrant(w io.Writer, g *lopnrv1.KeyFileGrant) {
+	state := "waiting for a second person's approval"
+	switch {
+	case g.Used != nil:
+		state = "approved by " + orDash(g.ApprovedBy) + ", used " + when(g.Used)
+	case g.ApprovedBy != "":
+		state = "approved by " + orDash(g.ApprovedBy) + " " + when(g.Approved) + ", not used yet"
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\trequested %s: %s\t%s\n", g.Id, g.Project, orDash(g.Partner), when(g.Requested), orDash(g.Reason), state)
+}
+
+func runKeyfileRequest(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr partner keyfile request", `Usage: lopnr partner keyfile request --project P --reason R [flags]
+
+Asks for one key file of the project, with a reason. Prints the grant; an
+approver or key holder of the region approves it, and then
+lopnr partner keyfile get fetches the file, once. Role partner, registered for
+the keyfile exchange.
 `)
 	project := cmd.fs.String("project", "", "the project; required")
-	out := cmd.fs.String("o", "", "where to write the encrypted key file (created, mode 0600, never overwritten); required")
-	_, c, err := cmd.connect(args, 0, "partner keyfile takes no arguments")
+	reason := cmd.fs.String("reason", "", "why you need the key file (the agreement, the linkage); required")
+	_, c, err := cmd.connect(args, 0, "partner keyfile request takes no arguments")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := required("project", *project, "o", *out); err != nil {
+	if err := required("project", *project, "reason", *reason); err != nil {
 		return err
 	}
-	stream, err := lopnrv1.NewPartnerServiceClient(c.conn).GetKeyFile(ctx, &lopnrv1.GetKeyFileRequest{Project: *project})
+	g, err := lopnrv1.NewPartnerServiceClient(c.conn).RequestKeyFile(ctx, &lopnrv1.RequestKeyFileRequest{Project: *project, Reason: *reason})
+	if err != nil {
+		return c.check(err)
+	}
+	fmt.Fprintln(sio.out, g.Id)
+	fmt.Fprintf(sio.err, "lopnr: key-file grant %s of project %s waits for a second person: lopnr partner keyfile approve %s %s\n", g.Id, g.Project, g.Project, g.Id)
+	return nil
+}
+
+func runKeyfileApprove(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr partner keyfile approve", `Usage: lopnr partner keyfile approve PROJECT GRANT [flags]
+
+Approves a partner's request for one key file. Role approver or key holder,
+and not the person who proposed the partner's registration.
+`)
+	pos, c, err := cmd.connect(args, 2, "partner keyfile approve takes PROJECT and GRANT")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	g, err := lopnrv1.NewPartnerServiceClient(c.conn).ApproveKeyFile(ctx, &lopnrv1.ApproveKeyFileRequest{Project: pos[0], Id: pos[1]})
+	if err != nil {
+		return c.check(err)
+	}
+	printGrant(sio.out, g)
+	return nil
+}
+
+func runKeyfileList(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr partner keyfile list", "Usage: lopnr partner keyfile list --project P [flags]\n\nLists a project's key-file grants; a partner sees only its own.\n")
+	project := cmd.fs.String("project", "", "the project; required")
+	_, c, err := cmd.connect(args, 0, "partner keyfile list takes no arguments")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := required("project", *project); err != nil {
+		return err
+	}
+	resp, err := lopnrv1.NewPartnerServiceClient(c.conn).ListKeyFileGrants(ctx, &lopnrv1.ListKeyFileGrantsRequest{Project: *project})
+	if err != nil {
+		return c.check(err)
+	}
+	for _, g := range resp.Grants {
+		printGrant(sio.out, g)
+	}
+	return nil
+}
+
+func runKeyfileGet(ctx context.Context, args []string, sio stdio) error {
+	cmd := newClientCmd(sio, "lopnr partner keyfile get", `Usage: lopnr partner keyfile get --project P --grant G -o FILE [flags]
+
+Fetches the project's key file — personnummer;LopNr, one person a line —
+encrypted with age to the key the project registered for you, on an approved
+grant, which it uses up. Decrypt it with age -d -i YOUR_KEY FILE. The service
+audits every key file it gives out.
+`)
+	project := cmd.fs.String("project", "", "the project; required")
+	grant := cmd.fs.String("grant", "", "the approved grant (lopnr partner keyfile request); required")
+	out := cmd.fs.String("o", "", "where to write the encrypted key file (created, mode 0600, never overwritten); required")
+	_, c, err := cmd.connect(args, 0, "partner keyfile get takes no arguments")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := required("project", *project, "grant", *grant, "o", *out); err != nil {
+		return err
+	}
+	stream, err := lopnrv1.NewPartnerServiceClient(c.conn).GetKeyFile(ctx, &lopnrv1.GetKeyFileRequest{Project: *project, Grant: *grant})
 	if err != nil {
 		return c.check(err)
 	}
@@ -219,7 +354,7 @@ you never see its cohort.
 	}
 	if remaining := keys.EvaluateBudget - keys.Evaluated; remaining <= 0 {
 		return &hintError{fmt.Errorf("the evaluate budget of project %s is used up (%d of %d)", *project, keys.Evaluated, keys.EvaluateBudget),
-			"ask the project's approver to raise it: lopnr partners register"}
+			"a budget is set when a partner is registered; a larger one is a new registration (of a new identity), approved by two people of the region"}
 	}
 	start := time.Now()
 	opts.Progress = progressLine(sio, "blind", start)
@@ -322,8 +457,9 @@ Sends a pseudonymised file back to the service, encrypted with age to the
 service's key: keyed by PSEUDONYM (the output of lopnr partner blind) or by
 LopNr (a file keyed by the key file's LopNr). The service keeps the rows of the
 project's persons as the source S of a supplementary delivery — the variables
-named with --variable must be on the project's approved list — and prints the
-job, with how many rows and persons matched. Watch it with lopnr watch JOB.
+named with --variable must be on the project's approved list — and prints how
+many rows it received and the job. How many matched goes to the region's
+extraction team, never to you: it would say who is in the cohort.
 `)
 	project := cmd.fs.String("project", "", "the project; required")
 	source := cmd.fs.String("source", "", "the source's name in the delivery and the approved list, such as scb_inkomst; required")

@@ -28,6 +28,7 @@ const partnerPolicy = `identities:
   "CN=drift,O=Region Test":    {global: [admin]}
   "CN=anna,O=Region Test":     {roles: {hjarta: [extractor]}}
   "CN=bo,O=Region Test":       {roles: {hjarta: [approver]}}
+  "CN=cecilia,O=Region Test":  {roles: {hjarta: [approver, keyholder]}}
   "CN=forskare,O=Region Test": {roles: {hjarta: [researcher]}}
   "CN=scb,O=Region Test":      {roles: {hjarta: [partner]}}
   "CN=sos,O=Region Test":      {roles: {annat: [partner]}}
@@ -41,9 +42,12 @@ var partnerApproved = synth.ApprovedWithPartner("scb_inkomst", "INKOMST", "AR", 
 // TestPartnerBlindLinkageEndToEnd is issue 7's proof against the real
 // OpenBao (the kodnyckel) and S3 gateway (deliveries), over mutual TLS: a
 // partner with its own certificate blind-links a generated file against a
-// project's cohort with lopnr partner blind and upload; the matched counts
+// project's cohort with lopnr partner blind and upload; the matched counts,
+// which reach the extraction team's job report and never the partner,
 // equal what the generator put in; the supplementary delivery decrypts to
-// the partner's rows under LopNr; the key file goes to the partner only;
+// the partner's rows under LopNr; the key file goes to the partner only,
+// on a grant a second person approved, once; the rules and the partner's
+// registration take effect only when a second person approves them;
 // nothing the server logs or keeps holds an identity number; and a
 // partner of another project, an exhausted budget and a destroyed
 // kodnyckel are refused with clear errors.
@@ -80,6 +84,7 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	os.WriteFile(approved, []byte(partnerApproved), 0o600)
 	researcher, _ := age.GenerateX25519Identity()
 	ok("drift", "projects", "create", "hjarta", "--epm-dnr", "2026-00000-01", "--approved", approved, "--recipient", researcher.Recipient().String())
+	s.approve("bo", "hjarta")
 	ok("anna", "submit", jobFile, "--watch")
 
 	// The partner's file: 2/3 of the cohort, and persons the region does
@@ -102,9 +107,14 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	out := filepath.Join(partnerDir, "inkomst.pseud.csv")
 
 	fails("scb", "not registered as a partner", "partner", "blind", "--project", "hjarta", in, out)
-	fails("sos", "PermissionDenied", "partners", "register", "hjarta", "CN=sos,O=Region Test", "--recipient", scbKey.Recipient().String(), "--budget", "10")
+	fails("sos", "PermissionDenied", "partners", "register", "hjarta", "CN=sos,O=Region Test", "--recipient", scbKey.Recipient().String(),
+		"--budget", "10", "--exchange", "blind", "--reason", "the agreement with SoS")
 	budget := strconv.FormatInt(truth.MemberPersons+truth.OtherPersons, 10)
-	ok("bo", "partners", "register", "hjarta", "CN=scb,O=Region Test", "--recipient", scbKey.Recipient().String(), "--budget", budget)
+	ok("bo", "partners", "register", "hjarta", "CN=scb,O=Region Test", "--recipient", scbKey.Recipient().String(), "--budget", budget,
+		"--exchange", "keyfile,blind,import", "--reason", "the agreement with SCB, dnr 2026-17")
+	fails("scb", "not registered as a partner", "partner", "blind", "--project", "hjarta", in, out)
+	fails("bo", "four eyes", "projects", "approve", "hjarta", "c2")
+	s.approve("cecilia", "hjarta")
 	fails("sos", "PermissionDenied", "partner", "blind", "--project", "hjarta", in, filepath.Join(partnerDir, "sos.csv"))
 
 	// Blind linkage: numbers stay with the partner; counts match the truth.
@@ -116,15 +126,22 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	testenv.NoIdentityNumbers(t, "the pseudonymised file", string(pseud))
 	up := ok("scb", "partner", "upload", "--project", "hjarta", "--source", "scb_inkomst", "--keyed-by", "pseudonym",
 		"--variable", "INKOMST", "--variable", "AR", "--variable", "KOMMUN", out)
-	m := regexp.MustCompile(`(\d+) rows, (\d+) of the project's persons \((\d+) rows\), (\d+) rows matched nobody; supplementary delivery job (\S+)`).FindStringSubmatch(up)
+	// The partner hears how many rows arrived, not how many matched.
+	u := regexp.MustCompile(`^inkomst.pseud.csv: (\d+) rows received; supplementary delivery job (\S+)\n$`).FindStringSubmatch(up)
+	if u == nil || u[1] != strconv.FormatInt(truth.Rows, 10) {
+		t.Fatalf("upload: %q, want the %d rows received and the job, nothing more", up, truth.Rows)
+	}
+	job := u[2]
+	// The extraction team reads the counts in the job's report.
+	m := regexp.MustCompile(`(\d+) rows received, (\d+) of them of (\d+) of the project's persons, (\d+) matched nobody`).FindStringSubmatch(ok("anna", "jobs", "get", job))
 	if m == nil {
-		t.Fatalf("upload: %q", up)
+		t.Fatalf("the import job's report lacks the import's counts")
 	}
-	if m[1] != strconv.FormatInt(truth.Rows, 10) || m[2] != strconv.FormatInt(truth.MemberPersons, 10) || m[3] != strconv.FormatInt(truth.MemberRows, 10) ||
+	if m[1] != strconv.FormatInt(truth.Rows, 10) || m[3] != strconv.FormatInt(truth.MemberPersons, 10) || m[2] != strconv.FormatInt(truth.MemberRows, 10) ||
 		m[4] != strconv.FormatInt(truth.OtherRows+truth.InvalidRows, 10) {
-		t.Errorf("upload counted %s rows, %s persons, %s matched rows, %s unmatched; the generator planted %+v", m[1], m[2], m[3], m[4], truth)
+		t.Errorf("the import counted %s rows, %s persons, %s matched rows, %s unmatched; the generator planted %+v", m[1], m[3], m[2], m[4], truth)
 	}
-	job := m[5]
+	fails("scb", "PermissionDenied", "jobs", "get", job)
 	w := ok("anna", "watch", job)
 	d := regexp.MustCompile(`succeeded: delivery (\S+)`).FindStringSubmatch(w)
 	if d == nil {
@@ -142,7 +159,13 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 
 	// The key file, to the registered partner only, encrypted to its key.
 	kf := filepath.Join(partnerDir, "keyfile.age")
-	ok("scb", "partner", "keyfile", "--project", "hjarta", "-o", kf)
+	fails("scb", "--grant is required", "partner", "keyfile", "get", "--project", "hjarta", "-o", kf)
+	grant := strings.TrimSpace(ok("scb", "partner", "keyfile", "request", "--project", "hjarta", "--reason", "linking SCB's income register"))
+	fails("scb", "waits for a second person", "partner", "keyfile", "get", "--project", "hjarta", "--grant", grant, "-o", kf)
+	fails("bo", "four eyes", "partner", "keyfile", "approve", "hjarta", grant) // bo proposed the registration
+	ok("cecilia", "partner", "keyfile", "approve", "hjarta", grant)
+	ok("scb", "partner", "keyfile", "get", "--project", "hjarta", "--grant", grant, "-o", kf)
+	fails("scb", "was used", "partner", "keyfile", "get", "--project", "hjarta", "--grant", grant, "-o", kf+".again")
 	f, _ := os.Open(kf)
 	r, err := age.Decrypt(f, scbKey)
 	if err != nil {
@@ -169,14 +192,15 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	os.WriteFile(keyedFile, []byte(keyed.String()), 0o600)
 	up = ok("scb", "partner", "upload", "--project", "hjarta", "--source", "scb_inkomst", "--keyed-by", "lopnr",
 		"--variable", "INKOMST", "--variable", "AR", keyedFile)
-	if !strings.Contains(up, "51 rows, 50 of the project's persons (50 rows), 1 rows matched nobody") {
+	keyedJob := up[strings.LastIndex(up, " ")+1 : len(up)-1]
+	if !strings.Contains(up, "51 rows received") || !strings.Contains(ok("anna", "jobs", "get", keyedJob), "51 rows received, 50 of them of 50 of the project's persons, 1 matched nobody") {
 		t.Errorf("upload keyed by LopNr: %q", up)
 	}
-	if w := ok("anna", "watch", up[strings.LastIndex(up, " ")+1:len(up)-1]); !strings.Contains(w, "succeeded") {
+	if w := ok("anna", "watch", keyedJob); !strings.Contains(w, "succeeded") {
 		t.Errorf("the LopNr-keyed supplementary job: %q", w)
 	}
-	fails("sos", "PermissionDenied", "partner", "keyfile", "--project", "hjarta", "-o", filepath.Join(partnerDir, "sos.age"))
-	fails("forskare", "PermissionDenied", "partner", "keyfile", "--project", "hjarta", "-o", filepath.Join(partnerDir, "f.age"))
+	fails("sos", "PermissionDenied", "partner", "keyfile", "get", "--project", "hjarta", "--grant", grant, "-o", filepath.Join(partnerDir, "sos.age"))
+	fails("forskare", "PermissionDenied", "partner", "keyfile", "get", "--project", "hjarta", "--grant", grant, "-o", filepath.Join(partnerDir, "f.age"))
 
 	// The budget: a second run of the same file needs more than is left.
 	fails("scb", "budget", "partner", "blind", "--project", "hjarta", in, filepath.Join(partnerDir, "again.csv"))
@@ -200,7 +224,7 @@ func TestPartnerBlindLinkageEndToEnd(t *testing.T) {
 	// A destroyed kodnyckel: blind linkage and key files are refused.
 	ok("bo", "projects", "destroy", "hjarta", "--reason", "the study has ended")
 	fails("scb", "destroyed", "partner", "blind", "--project", "hjarta", in, filepath.Join(partnerDir, "late.csv"))
-	fails("scb", "destroyed", "partner", "keyfile", "--project", "hjarta", "-o", filepath.Join(partnerDir, "late.age"))
+	fails("scb", "destroyed", "partner", "keyfile", "request", "--project", "hjarta", "--reason", "one more time")
 }
 
 // readAgeZstd decrypts and decompresses a delivered file.

@@ -127,6 +127,20 @@ func (s *cliServer) fails(who, want string, args ...string) {
 	}
 }
 
+// approve approves every pending change of a project as who, with lopnr
+// projects changes and approve: the second person of every test that
+// creates a project or registers a partner.
+func (s *cliServer) approve(who, project string) {
+	s.t.Helper()
+	out := s.ok(who, "projects", "changes", project)
+	for _, block := range strings.Split(out, "\n\n") {
+		m := regexp.MustCompile(`(?m)^Change\s+(\S+) of project`).FindStringSubmatch(block)
+		if m != nil && regexp.MustCompile(`(?m)^State\s+pending$`).MatchString(block) {
+			s.ok(who, "projects", "approve", project, m[1])
+		}
+	}
+}
+
 // TestClientAgainstServer runs the lopnr commands as the people in
 // docs/client.md would, against a real lopnr server (in this process, over
 // mutual TLS, with a local key store and a delivery directory): the client
@@ -148,6 +162,9 @@ func TestClientAgainstServer(t *testing.T) {
 	os.WriteFile(keyFile, []byte(researcher.String()+"\n"), 0o600)
 
 	s.ok("drift", "projects", "create", "cli-1", "--epm-dnr", "2026-00000-01", "--approved", approved, "--recipient", researcher.Recipient().String())
+	s.fails("anna", "no approved rules yet", "submit", jobFile)
+	s.fails("drift", "PermissionDenied", "projects", "approve", "cli-1", "c1")
+	s.approve("bo", "cli-1")
 	if out := s.ok("bo", "projects", "get", "cli-1"); !strings.Contains(out, "2026-00000-01") {
 		t.Errorf("projects get: %q lacks the EPM dnr", out)
 	}

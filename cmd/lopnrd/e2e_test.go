@@ -168,6 +168,23 @@ const e2ePolicy = `identities:
   "CN=revisor,O=Region Test":  {global: [auditor]}
 `
 
+// approve approves every pending change of a project as who: the second
+// person each project and partner registration needs.
+func (e *e2e) approve(project, who string) {
+	e.t.Helper()
+	c := lopnrv1.NewProjectServiceClient(e.conn(who))
+	changes := call(e.t, "ListChanges", func(ctx context.Context) (*lopnrv1.ListChangesResponse, error) {
+		return c.ListChanges(ctx, &lopnrv1.ListChangesRequest{Project: project})
+	})
+	for _, ch := range changes.Changes {
+		if ch.State == lopnrv1.ChangeState_CHANGE_STATE_PENDING {
+			call(e.t, "ApproveChange "+ch.Id, func(ctx context.Context) (*lopnrv1.ProjectChange, error) {
+				return c.ApproveChange(ctx, &lopnrv1.ApproveChangeRequest{Project: project, Id: ch.Id})
+			})
+		}
+	}
+}
+
 func call[T any](t *testing.T, what string, f func(context.Context) (T, error)) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -317,6 +334,7 @@ func TestEndToEnd(t *testing.T) {
 		return lopnrv1.NewProjectServiceClient(drift).CreateProject(ctx, &lopnrv1.CreateProjectRequest{Id: project, EpmDnr: "2026-00000-01",
 			ApprovedVariables: approved, ApprovedSources: approvedSources, Recipients: []string{researcher.Recipient().String()}})
 	})
+	e.approve(project, "bo")
 
 	// The extractor submits the generated job and watches it to the end.
 	job := call(t, "SubmitJob", func(ctx context.Context) (*lopnrv1.Job, error) {
