@@ -147,7 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.auditOrigin, "audit-origin", env("LOPNRD_AUDIT_ORIGIN", defaultOrigin()), "the audit log's name in its signed checkpoints, given to the checkpoint key when lopnrd first creates it in the key store; later the key's name holds ($LOPNRD_AUDIT_ORIGIN)")
 	fs.DurationVar(&cfg.checkpointEvery, "checkpoint-interval", time.Minute, "how often the audit log signs a checkpoint when it has grown (it also signs one before every sensitive act); 0 turns the periodic ones off")
 	fs.StringVar(&cfg.signingKey, "signing-key", env("LOPNRD_SIGNING_KEY", ""), "Ed25519 key that signs manifests, created on first use (default DATA-DIR/signing.key) ($LOPNRD_SIGNING_KEY)")
-	fs.StringVar(&cfg.out, "out", env("LOPNRD_OUT", ""), "local directory for deliveries when no S3 endpoint is set (default DATA-DIR/deliveries) ($LOPNRD_OUT)")
+	fs.StringVar(&cfg.out, "out", env("LOPNRD_OUT", ""), "local directory of released deliveries when no S3 endpoint is set (default DATA-DIR/deliveries); deliveries wait for release in DATA-DIR/staging, which must be on the same file system ($LOPNRD_OUT)")
 	cfg.keys.Register(fs, "")
 	cfg.s3.Register(fs)
 	fs.IntVar(&cfg.jobs, "jobs", 2, "jobs run at once; more wait in the queue")
@@ -259,7 +259,9 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if cfg.s3.Endpoint != "" {
 		scfg.Sink, err = cfg.s3.Open(ctx)
 	} else {
-		scfg.Sink, err = extract.NewDirSink(orIn(cfg.out, cfg.dataDir, "deliveries"))
+		// Deliveries wait for release in the data directory, out of the
+		// researchers' reach; a release renames one into --out.
+		scfg.Sink, err = extract.NewStagedDirSink(orIn(cfg.out, cfg.dataDir, "deliveries"), filepath.Join(cfg.dataDir, "staging"))
 	}
 	if err != nil {
 		return err
