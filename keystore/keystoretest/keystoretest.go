@@ -693,7 +693,7 @@ func testServiceRecords(t *testing.T, e *env) {
 	const workers = 8
 	var created sync.WaitGroup
 	keys := make([][]byte, workers)
-	errs := make(chan error, 2*workers)
+	errs := make([]error, workers)
 	stores := make([]*keystore.Keystore, workers) // another Store instance each
 	for w := range stores {
 		stores[w] = e.keystore()
@@ -702,15 +702,13 @@ func testServiceRecords(t *testing.T, e *env) {
 		created.Add(1)
 		go func() {
 			defer created.Done()
-			k, err := stores[w].ServiceKey(e.ctx, "audit-signer", func() ([]byte, error) { return []byte(fmt.Sprint("key of ", w)), nil })
-			keys[w] = k
-			errs <- err
+			keys[w], errs[w] = stores[w].ServiceKey(e.ctx, "audit-signer", func() ([]byte, error) { return []byte(fmt.Sprint("key of ", w)), nil })
 		}()
 	}
 	created.Wait()
 	for w := range workers {
-		if err := <-errs; err != nil {
-			t.Fatalf("ServiceKey: %v", err)
+		if errs[w] != nil {
+			t.Fatalf("ServiceKey: %v", errs[w])
 		}
 		if string(keys[w]) != string(keys[0]) || len(keys[w]) == 0 {
 			t.Fatalf("ServiceKey gave %q and %q: two keys for one name", keys[0], keys[w])
@@ -733,7 +731,7 @@ func testServiceRecords(t *testing.T, e *env) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- stores[w].UpdateServiceRecord(e.ctx, "counter", func(old []byte) ([]byte, error) {
+			errs[w] = stores[w].UpdateServiceRecord(e.ctx, "counter", func(old []byte) ([]byte, error) {
 				n := 0
 				if old != nil {
 					fmt.Sscan(string(old), &n)
@@ -743,9 +741,9 @@ func testServiceRecords(t *testing.T, e *env) {
 		}()
 	}
 	wg.Wait()
-	for range workers {
-		if err := <-errs; err != nil {
-			t.Fatalf("UpdateServiceRecord: %v", err)
+	for w := range workers {
+		if errs[w] != nil {
+			t.Fatalf("UpdateServiceRecord: %v", errs[w])
 		}
 	}
 	if b, err := e.keystore().ServiceRecord(e.ctx, "counter"); err != nil || string(b) != fmt.Sprint(workers) {

@@ -211,7 +211,10 @@ func (s *Store) Write(ctx context.Context, path string, data []byte, cas int, me
 
 // SetMeta implements keystore.Store.
 func (s *Store) SetMeta(ctx context.Context, path string, meta keystore.PathMeta) error {
-	custom := map[string]any{"project": meta.Project, "managed_by": "lopnr"}
+	custom := map[string]any{"managed_by": "lopnr"}
+	if meta.Project != "" { // Vault refuses an empty value; service records have no project
+		custom["project"] = meta.Project
+	}
 	if !meta.RetainUntil.IsZero() {
 		custom["retain_until"] = meta.RetainUntil.UTC().Format(time.RFC3339)
 	}
