@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,6 +144,13 @@ func deliverAttack(t *testing.T, js *linkage.JobSpec, appr Approval) (string, st
 	r, err := age.Decrypt(bytes.NewReader(ct), id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.HasSuffix(f.Name, ".zst.age") {
+		b, err := io.ReadAll(r) // Parquet
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, string(b), nil
 	}
 	return out, string(readZstd(t, r)), nil
 }

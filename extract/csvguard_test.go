@@ -147,13 +147,19 @@ func TestExtractorCannotSwitchOffTheLeakGuardWithADelimiter(t *testing.T) {
 func TestExtractorCannotDeliverANumberAsAColumnName(t *testing.T) {
 	n := testNumber(t, 30000)
 	dir := mfrFiles(t, "PNR;"+n+";VIKT")
+	// The values hold no number: only the name does.
+	var clean strings.Builder
+	for i, line := range strings.Split(strings.TrimSpace(mustRead(t, filepath.Join(dir, "mfr.csv"))), "\n") {
+		if f := strings.Split(line, ";"); i > 0 {
+			line = f[0] + ";x;" + f[2]
+		}
+		clean.WriteString(line + "\n")
+	}
+	os.WriteFile(filepath.Join(dir, "mfr.csv"), []byte(clean.String()), 0o600)
 	appr := mustApproval(t, strings.ReplaceAll(mfrApproved, "column: MOR", "column: '"+n+"'"))
 	for _, format := range []string{"csv", "parquet"} {
 		js := attack(t, dir, strings.ReplaceAll(mfrJob, "column: MOR", "column: '"+n+"'"))
 		js.Outputs.Format = format
-		// The values are the mothers' numbers too: keep only the name.
-		os.WriteFile(filepath.Join(dir, "mfr.csv"), []byte(strings.ReplaceAll(mustRead(t, filepath.Join(dir, "mfr.csv")), ";"+testNumber(t, 12000)+";", ";x;")), 0o600)
-		js.Variables[0].Transform = "keep"
 		dst, csv, err := deliverAttack(t, js, appr)
 		var le *LeakError
 		if !errors.As(err, &le) || !le.Header || le.Column != "2" {

@@ -77,7 +77,7 @@ func TestExtractorCannotNameAHeaderedFilesColumns(t *testing.T) {
 func TestExtractorCannotStandInForABuiltinProfile(t *testing.T) {
 	base := "project: p1\nsources:\n  - {name: par, profile: par-sluten, path: par.csv}\ncohort: {criteria: [{source: par, codes: [I21]}]}\n"
 	for _, tc := range []struct{ name, spec, want string }{
-		{"built-in", base + "profiles:\n  - {name: par-sluten, kind: events, header: false, identity: PNR, columns: [PNR, HDIA, X]}\n",
+		{"built-in", base + "profiles:\n  - {name: par-sluten, kind: events, header: false, identity: PNR, columns: [PNR, HDIA, X], codes: [{group: hdia, columns: [HDIA]}]}\n",
 			`profiles[0].name: "par-sluten" is a built-in profile`},
 		{"partner import", base + "profiles:\n  - {name: partner-import, kind: events, identity: PNR}\n",
 			`profiles[0].name: "partner-import" is a built-in profile`},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -204,7 +205,12 @@ func TestExtractorCannotRunAnUnapprovedReading(t *testing.T) {
 	t.Setenv("LOPNR_S3_ENDPOINT", "")
 	spec := filepath.Join(j.dir, "job.yaml")
 	raw, _ := os.ReadFile(spec)
-	bad := strings.Replace(string(raw), "path: par_sluten.csv\n", "path: par_sluten.csv\n    header: false\n    columns: [PNR, INDATUM, UTDATUM, OP, HDIA]\n", 1)
+	// The file's DIA1 (not approved) named HDIA (approved, truncated).
+	cols := "PNR, INDATUM, UTDATUM, DIA1, HDIA"
+	for i := 2; i <= 30; i++ {
+		cols += fmt.Sprintf(", DIA%d", i)
+	}
+	bad := strings.Replace(string(raw), "path: par_sluten.csv\n", "path: par_sluten.csv\n    header: false\n    columns: ["+cols+", OP]\n", 1)
 	os.WriteFile(spec, []byte(bad), 0o600)
 	ks, out := filepath.Join(j.dir, "ks"), filepath.Join(j.dir, "out")
 	_, stderr, code := runLopnr(t, "", "run", spec, "--keystore", ks, "--signing-key", filepath.Join(j.dir, "signing.key"), "--out", out,
