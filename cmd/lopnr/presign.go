@@ -36,7 +36,8 @@ config file) lopnrd makes the links, for a released delivery, and no FILE
 means every file with the manifest and its signature. Otherwise lopnr signs
 them itself with the S3 keys in $LOPNR_S3_ACCESS_KEY and $LOPNR_S3_SECRET_KEY,
 for the FILEs named; --s3-endpoint on the command line chooses this way even
-when a server is configured.
+when a server is configured. Either way, links are made only for a released
+(published) delivery: one waiting for release has none.
 ` + connectionHelp + "\nFlags:\n"
 
 // presignedLink is one file's download link.
@@ -144,6 +145,9 @@ func presignS3(ctx context.Context, pos []string, expiry time.Duration, s3 store
 	var links []presignedLink
 	for _, file := range pos[2:] {
 		u, err := sink.Presign(ctx, pos[0], pos[1], file, expiry)
+		if errors.Is(err, extract.ErrNotPublished) {
+			return nil, &hintError{fmt.Errorf("%s: %w", file, err), "a delivery waits for release in the staging place, where no link reaches it; an approver other than its job's submitter releases it (lopnr release PROJECT DELIVERY), or the file's name is wrong"}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}

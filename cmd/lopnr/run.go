@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -329,7 +327,7 @@ func runVerify(ctx context.Context, args []string, sio stdio) error {
 	fs.SetOutput(sio.err)
 	key := fs.String("key", os.Getenv("LOPNR_SIGNING_PUBKEY"), "the service's public key, ed25519:<base64> ($LOPNR_SIGNING_PUBKEY), or @FILE")
 	fs.Usage = func() {
-		fmt.Fprint(sio.err, "Usage: lopnr verify --key KEY DIR\n\nChecks the signature of DIR/manifest.json and the size and SHA-256 of every file it lists.\n\nFlags:\n")
+		fmt.Fprint(sio.err, "Usage: lopnr verify --key KEY DIR\n\nChecks the signature of DIR/manifest.json and the size and SHA-256 of every file it lists:\nthe data files, the README and the codebooks.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	dirs, err := parseFlags(fs, args)
@@ -359,34 +357,31 @@ func runVerify(ctx context.Context, args []string, sio stdio) error {
 	if err != nil {
 		return err
 	}
-	var bad int
-	for _, f := range m.Files {
-		size, sum, err := fileSHA256(filepath.Join(dirs[0], f.Name))
+	var bad []string
+	for _, c := range m.Check(os.DirFS(dirs[0])) {
 		switch {
-		case err != nil:
-			fmt.Fprintf(sio.out, "MISSING  %s: %v\n", f.Name, err)
-			bad++
-		case size != f.Size || sum != f.SHA256:
-			fmt.Fprintf(sio.out, "ALTERED  %s\n", f.Name)
-			bad++
+		case c.Err == nil && c.Document:
+			fmt.Fprintf(sio.out, "ok       %s\n", c.Name)
+		case c.Err == nil:
+			fmt.Fprintf(sio.out, "ok       %s (%d rows)\n", c.Name, c.Rows)
+		case errors.Is(c.Err, extract.ErrFileAltered):
+			fmt.Fprintf(sio.out, "ALTERED  %s\n", c.Name)
+		case errors.Is(c.Err, extract.ErrFileUnlisted):
+			fmt.Fprintf(sio.out, "UNLISTED %s: %v\n", c.Name, c.Err)
 		default:
-			fmt.Fprintf(sio.out, "ok       %s (%d rows)\n", f.Name, f.Rows)
+			fmt.Fprintf(sio.out, "MISSING  %s: %v\n", c.Name, c.Err)
+		}
+		if c.Err != nil {
+			bad = append(bad, c.Name)
 		}
 	}
-	if bad > 0 {
-		return fmt.Errorf("%d of %d files do not match the signed manifest", bad, len(m.Files))
+	if len(bad) > 0 {
+		return fmt.Errorf("%d of the delivery's files do not match the signed manifest: %s", len(bad), strings.Join(bad, ", "))
 	}
-	fmt.Fprintf(sio.out, "Delivery %s of project %s: signature and all %d files verified\n", m.Delivery, m.Project, len(m.Files))
+	if len(m.Documents) == 0 {
+		fmt.Fprintf(sio.out, "Delivery %s of project %s: signature and all %d files verified (its manifest, made by an older lopnr, does not list the README and codebooks: they were not checked)\n", m.Delivery, m.Project, len(m.Files))
+		return nil
+	}
+	fmt.Fprintf(sio.out, "Delivery %s of project %s: signature and all %d files verified, and the README and codebooks\n", m.Delivery, m.Project, len(m.Files))
 	return nil
-}
-
-func fileSHA256(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return n, hex.EncodeToString(h.Sum(nil)), err
 }
