@@ -268,7 +268,12 @@ func (c *client) check(err error) error {
 	switch e.Code {
 	case codes.Unavailable:
 		return &hintError{e, fmt.Sprintf("is lopnrd running at %s? check --server ($LOPNR_SERVER), and --dev against a lopnrd --dev", c.addr)}
-	case codes.PermissionDenied, codes.Unauthenticated:
+	case codes.PermissionDenied:
+		if strings.HasPrefix(e.Message, "four eyes") {
+			return &hintError{e, "this step is a second person's: someone else, with their own certificate (against a lopnrd --dev on a laptop: --as approver)"}
+		}
+		return &hintError{e, "check your certificate (--cert, --key, --ca) and your role in the server's policy"}
+	case codes.Unauthenticated:
 		return &hintError{e, "check your certificate (--cert, --key, --ca) and your role in the server's policy"}
 	}
 	return e

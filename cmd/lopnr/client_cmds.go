@@ -320,7 +320,7 @@ func printChange(w io.Writer, ch *lopnrv1.ProjectChange) {
 	fmt.Fprintf(tw, "Proposed\t%s by %s\n", when(ch.Proposed), orDash(ch.ProposedBy))
 	fmt.Fprintf(tw, "Reason\t%s\n", orDash(ch.Reason))
 	if r := ch.Rules; r != nil {
-		printRules(tw, r.ApprovedVariables, r.AllowPersonnummer, r.Recipients)
+		printRules(tw, r.ApprovedVariables, r.ApprovedSources, r.AllowPersonnummer, r.Recipients)
 	}
 	if p := ch.Partner; p != nil {
 		fmt.Fprintf(tw, "Partner\t%s\n", orDash(p.Identity))
@@ -332,7 +332,7 @@ func printChange(w io.Writer, ch *lopnrv1.ProjectChange) {
 }
 
 // printRules prints a project's rules as table rows.
-func printRules(tw io.Writer, vars []*lopnrv1.ApprovedVariable, allowPersonnummer bool, recipients []string) {
+func printRules(tw io.Writer, vars []*lopnrv1.ApprovedVariable, sources []*lopnrv1.ApprovedSource, allowPersonnummer bool, recipients []string) {
 	if allowPersonnummer {
 		fmt.Fprintf(tw, "Personnummer\tallowed in deliveries\n")
 	}
@@ -348,6 +348,15 @@ func printRules(tw io.Writer, vars []*lopnrv1.ApprovedVariable, allowPersonnumme
 			t = strings.Join(v.Transforms, ", ")
 		}
 		fmt.Fprintf(tw, "%s\t%s.%s: %s\n", label, v.Source, v.Column, t)
+		label = ""
+	}
+	label = "Sources"
+	for _, src := range sources {
+		profile := src.Profile
+		if src.ProfileYaml != "" {
+			profile += " (its own profile, approved as it is)"
+		}
+		fmt.Fprintf(tw, "%s\t%s: read with %s\n", label, src.Name, profile)
 		label = ""
 	}
 }
@@ -387,7 +396,7 @@ func printProject(w io.Writer, p *lopnrv1.Project) {
 	if len(p.ApprovedVariables) == 0 && p.Destroyed == nil {
 		fmt.Fprintf(tw, "Rules\tnone approved yet: no job runs\n")
 	}
-	printRules(tw, p.ApprovedVariables, p.AllowPersonnummer, p.Recipients)
+	printRules(tw, p.ApprovedVariables, p.ApprovedSources, p.AllowPersonnummer, p.Recipients)
 	if len(p.PendingChanges) > 0 {
 		fmt.Fprintf(tw, "Pending\t%s (lopnr projects changes %s)\n", strings.Join(p.PendingChanges, ", "), p.Id)
 	}

@@ -392,7 +392,8 @@ func TestClientProjects(t *testing.T) {
 	out, _, code = runLopnr(t, "", f.dev("projects", "changes", "p1")...)
 	f.wantReq(t, &lopnrv1.ListChangesRequest{Project: "p1"})
 	for _, re := range []string{`(?m)^Change\s+c1 of project p1$`, `(?m)^State\s+pending$`, `(?m)^Personnummer\s+allowed in deliveries$`,
-		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`} {
+		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`,
+		`(?m)^Sources\s+par_sluten: read with par-sluten$`} {
 		mustMatch(t, "projects changes", re, out)
 	}
 	out, stderr, code = runLopnr(t, "", f.dev("projects", "approve", "p1", "c1", "--as", "approver")...)
@@ -626,6 +627,8 @@ func TestClientServerErrors(t *testing.T) {
 		{status.Error(codes.PermissionDenied, `caller "CN=forskare" has no role approver in project "p1"`),
 			`lopnr projects: PermissionDenied: caller "CN=forskare" has no role approver in project "p1"`, "check your certificate", nil},
 		{status.Error(codes.Unauthenticated, "no client certificate"), "Unauthenticated: no client certificate", "check your certificate", nil},
+		{status.Error(codes.PermissionDenied, "four eyes: a second person approves a change of a project's rules or partners, not the one who proposed it"),
+			"PermissionDenied: four eyes", "this step is a second person's", nil},
 		{status.Error(codes.FailedPrecondition, "project \"p1\" is under a legal hold\x1b[2J"), "FailedPrecondition: project \"p1\" is under a legal hold?[2J\n", "", nil},
 	} {
 		f.set(func(f *fakeServer) { f.fail = tc.err })
