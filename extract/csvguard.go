@@ -30,12 +30,13 @@ type csvGuard struct {
 	delim byte
 	p     *personnummer.Parser
 
-	// The scan.
-	ring   [16]byte // the last bytes, by position mod 16
-	pos    uint64   // the position of the next byte
-	run    int      // the bytes before pos that can be part of a number, up to 14
-	starts uint16   // bit k: the byte at pos-k starts a run of digits
-	digit  bool     // the byte before pos is a digit
+	// The scan: the current run of bytes that can be part of a number
+	// (its last 14 at most), which of them start a run of digits, and
+	// whether the last byte was a digit.
+	run    [14]byte
+	rn     int
+	starts uint16 // bit k: run[k] is a digit after a non-digit
+	digit  bool
 
 	// The split, for names.
 	header  []string
@@ -44,7 +45,8 @@ type csvGuard struct {
 	field   int
 	line    int64
 	n       int    // the bytes of the value so far
-	val     []byte // what is kept of it, on the header line or when seen is set
+	keep    bool   // keep the value's bytes: on the header line, or when seen is set
+	val     []byte // what is kept of it
 
 	// seen, when set (by tests), is called with every value the guard
 	// splits off: its record (0 is the header), its field, and what is
@@ -58,14 +60,14 @@ type writer interface{ Write([]byte) (int, error) }
 // for seen).
 const maxValue = 4096
 
-// byteClass: what a byte can be in an identity number.
+// What a byte is, to the scan and the split: a bit set.
 const (
-	other = iota
-	digit
-	part // - + and the interim and reserve letters
+	digit   = 1 << iota // 0-9
+	part                // - + and the interim and reserve letters
+	special             // '"', '\n' or the delimiter
 )
 
-var byteClass = func() (c [256]uint8) {
+var numberClass = func() (c [256]uint8) {
 	for b := '0'; b <= '9'; b++ {
 		c[b] = digit
 	}
@@ -76,15 +78,35 @@ var byteClass = func() (c [256]uint8) {
 }()
 
 func newCSVGuard(next writer, file string, delim byte, p *personnummer.Parser) *csvGuard {
-	return &csvGuard{next: next, file: file, delim: delim, p: p, val: make([]byte, 0, 256)}
+	return &csvGuard{next: next, file: file, delim: delim, p: p, keep: true, val: make([]byte, 0, 256)}
 }
 
 func (g *csvGuard) Write(b []byte) (int, error) {
+	class := numberClass
+	class['"'] |= special
+	class['\n'] |= special
+	class[g.delim] |= special
 	for _, c := range b {
-		if err := g.scan(c); err != nil {
+		k := class[c]
+		if k&(digit|part) == 0 {
+			// The common case: the end of a run, if any.
+			if g.rn >= 10 {
+				if err := g.check(); err != nil {
+					return 0, err
+				}
+			}
+			g.rn, g.digit = 0, false
+		} else if err := g.scan(c, k); err != nil {
 			return 0, err
 		}
-		g.split(c)
+		if k&special != 0 || g.quote {
+			g.split(c)
+			continue
+		}
+		g.n++ // a byte of the value
+		if g.keep {
+			g.add(c)
+		}
 	}
 	return g.next.Write(b)
 }
@@ -92,9 +114,12 @@ func (g *csvGuard) Write(b []byte) (int, error) {
 // end checks what the stream ends with: a number at its very end, and a
 // last record without a line end (DuckDB's always has one).
 func (g *csvGuard) end() error {
-	if err := g.scan(0); err != nil { // a NUL is no part of a number
-		return err
+	if g.rn >= 10 {
+		if err := g.check(); err != nil {
+			return err
+		}
 	}
+	g.rn = 0
 	if !g.inQuote && g.field == 0 && g.n == 0 {
 		return nil
 	}
@@ -103,37 +128,37 @@ func (g *csvGuard) end() error {
 	return nil
 }
 
-// scan takes the next byte c, and first checks the candidates that c
-// ends: the runs of 10 to 13 bytes before it, when c is not a digit.
-func (g *csvGuard) scan(c byte) error {
-	class := byteClass[c]
-	if class != digit && g.run >= 10 {
-		var cand [13]byte
-		for n := 10; n <= min(g.run, 13); n++ {
-			if g.starts&(1<<n) == 0 {
-				continue
-			}
-			for k := range n {
-				cand[k] = g.ring[(g.pos-uint64(n)+uint64(k))&15]
-			}
-			if g.p.Parse(string(cand[:n])).Valid() {
-				return g.leak()
-			}
+// scan takes the next byte c of a run, of class k: a byte other than a
+// digit ends the candidates before it, which it checks first.
+func (g *csvGuard) scan(c byte, k uint8) error {
+	isDigit := k&digit != 0
+	if !isDigit && g.rn >= 10 {
+		if err := g.check(); err != nil {
+			return err
 		}
 	}
-	var start uint16
-	if class == digit && !g.digit {
-		start = 1
+	if g.rn == len(g.run) { // a longer run: keep its last bytes
+		copy(g.run[:], g.run[1:])
+		g.starts >>= 1
+		g.rn--
 	}
-	g.starts = (g.starts | start) << 1
-	g.digit = class == digit
-	if class == other {
-		g.run = 0
-	} else if g.run < 14 {
-		g.run++
+	if isDigit && !g.digit {
+		g.starts |= 1 << g.rn
 	}
-	g.ring[g.pos&15] = c
-	g.pos++
+	g.run[g.rn] = c
+	g.rn++
+	g.digit = isDigit
+	return nil
+}
+
+// check tries the candidates that end at the end of the run: the last 10
+// to 13 bytes, each starting with a digit after a non-digit.
+func (g *csvGuard) check() error {
+	for n := 10; n <= min(g.rn, 13); n++ {
+		if g.starts&(1<<(g.rn-n)) != 0 && g.p.Parse(string(g.run[g.rn-n:g.rn])).Valid() {
+			return g.leak()
+		}
+	}
 	return nil
 }
 
@@ -155,7 +180,7 @@ func (g *csvGuard) split(c byte) {
 		if g.quote {
 			g.quote = false
 			if c == '"' { // a doubled quote: one quote in the value
-				g.add(c)
+				g.addByte(c)
 				return
 			}
 			g.inQuote = false // the closing quote; c is handled below
@@ -163,7 +188,7 @@ func (g *csvGuard) split(c byte) {
 			if c == '"' {
 				g.quote = true
 			} else {
-				g.add(c)
+				g.addByte(c)
 			}
 			return
 		}
@@ -173,7 +198,7 @@ func (g *csvGuard) split(c byte) {
 		if g.n == 0 {
 			g.inQuote = true
 		} else {
-			g.add(c)
+			g.addByte(c)
 		}
 	case g.delim:
 		g.endValue()
@@ -182,16 +207,21 @@ func (g *csvGuard) split(c byte) {
 		g.endValue()
 		g.field = 0
 		g.line++
+		g.keep = g.seen != nil
 	default:
+		g.addByte(c)
+	}
+}
+
+// addByte adds a byte to the current value.
+func (g *csvGuard) addByte(c byte) {
+	g.n++
+	if g.keep {
 		g.add(c)
 	}
 }
 
 func (g *csvGuard) add(c byte) {
-	g.n++
-	if g.line != 0 && g.seen == nil {
-		return
-	}
 	if len(g.val) == maxValue { // keep the tail
 		copy(g.val, g.val[maxValue/2:])
 		g.val = g.val[:maxValue/2]
