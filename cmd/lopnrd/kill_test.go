@@ -366,7 +366,9 @@ func (h *killHarness) records(keep func(killRecord) bool) []killRecord {
 	return out
 }
 
-func (h *killHarness) jobs() []killJob { return readJSONDir[killJob](h.t, filepath.Join(h.data, "jobs")) }
+func (h *killHarness) jobs() []killJob {
+	return readJSONDir[killJob](h.t, filepath.Join(h.data, "jobs"))
+}
 
 // stored lists the sets of files in the sink: "staged/ID" or
 // "published/ID" to the names of the files (incomplete uploads marked).
