@@ -97,6 +97,16 @@ func TestExtractorCannotReadOutsideTheProjectsSourceDirectory(t *testing.T) {
 			t.Errorf("%s: %v", path, err)
 		}
 	}
+	// A project's directory that is a link out of the source root.
+	elsewhere := t.TempDir()
+	os.WriteFile(filepath.Join(elsewhere, "lmed.csv"), []byte("PNR;EDATUM;FDATUM;ATC\n"), 0o600)
+	if err := os.Symlink(elsewhere, filepath.Join(root, "p3")); err != nil {
+		t.Fatal(err)
+	}
+	spec := strings.Replace(string(lmedSpec("lmed.csv")), "project: p1", "project: p3", 1)
+	if _, err := f.srv.parseSpec([]byte(spec)); err == nil || !strings.Contains(err.Error(), "spec: sources[0].path: ") {
+		t.Errorf("a project directory linked out of the root: err = %v", err)
+	}
 }
 
 // TestExtractorCannotSwapASourceForALinkAfterSubmission: a source that was
