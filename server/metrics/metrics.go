@@ -6,6 +6,8 @@
 package metrics
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math"
@@ -121,13 +123,30 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	fmt.Fprintf(&b, "lopnr_job_duration_seconds_sum %s\nlopnr_job_duration_seconds_count %d\n", num(r.durations.sum), r.durations.n)
 	if r.audit != nil {
 		h := r.audit()
-		fmt.Fprintf(&b, "# HELP lopnr_audit_entries Entries in the audit log; hash is the last entry's.\n# TYPE lopnr_audit_entries gauge\n")
-		fmt.Fprintf(&b, "lopnr_audit_entries{hash=%q} %d\n", h.Hash, h.Entries)
-		fmt.Fprintf(&b, "# HELP lopnr_audit_checkpoint_entries Entries the newest signed checkpoint of the audit log holds; root is its tree hash.\n# TYPE lopnr_audit_checkpoint_entries gauge\n")
-		fmt.Fprintf(&b, "lopnr_audit_checkpoint_entries{root=%q} %d\n", h.Root, h.Checkpoint)
+		gauge := func(name, help string, v int64) {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+		}
+		gauge("lopnr_audit_entries", "Entries in the audit log.", h.Entries)
+		gauge("lopnr_audit_head_hash", "The last entry's hash: its first 48 bits as an integer (exact in a sample), so that a change at the same size shows.", prefix48(hex.DecodeString(h.Hash)))
+		gauge("lopnr_audit_checkpoint_entries", "Entries the newest signed checkpoint of the audit log holds.", h.Checkpoint)
+		gauge("lopnr_audit_checkpoint_root", "The newest checkpoint's tree hash: its first 48 bits as an integer.", prefix48(base64.StdEncoding.DecodeString(h.Root)))
 	}
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err
+}
+
+// prefix48 is a hash's first 48 bits as an integer: a sample value is a
+// float64, exact to 53 bits, and a label would make a new series with
+// every entry. A hash that does not decode is -1.
+func prefix48(h []byte, err error) int64 {
+	if err != nil || len(h) < 6 {
+		return -1
+	}
+	var v int64
+	for _, c := range h[:6] {
+		v = v<<8 | int64(c)
+	}
+	return v
 }
 
 func num(v float64) string {

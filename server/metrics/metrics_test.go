@@ -18,7 +18,7 @@ func TestExposition(t *testing.T) {
 	r.JobDuration(200)
 	r.JobDuration(1e6)
 	r.Audit(func() AuditHead {
-		return AuditHead{Entries: 42, Hash: "ab12", Checkpoint: 40, Root: "mK3b+Q=="}
+		return AuditHead{Entries: 42, Hash: "ab0300c0ff01ee", Checkpoint: 40, Root: "YpvdXe3x"}
 	})
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
@@ -41,8 +41,10 @@ func TestExposition(t *testing.T) {
 		`lopnr_job_duration_seconds_bucket{le="+Inf"} 3`,
 		`lopnr_job_duration_seconds_count 3`,
 		"# TYPE lopnr_job_duration_seconds histogram",
-		`lopnr_audit_entries{hash="ab12"} 42`,
-		`lopnr_audit_checkpoint_entries{root="mK3b+Q=="} 40`,
+		`lopnr_audit_entries 42`,
+		`lopnr_audit_head_hash 188029385899777`, // 0xab0300c0ff01
+		`lopnr_audit_checkpoint_entries 40`,
+		`lopnr_audit_checkpoint_root 108421573373425`, // 0x629bdd5dedf1, from base64 "YpvdXe3x"
 		"# TYPE lopnr_audit_entries gauge",
 	} {
 		if !strings.Contains(text, want+"\n") {
