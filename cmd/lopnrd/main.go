@@ -6,7 +6,8 @@
 // By default it requires mutual TLS (--tls-cert, --tls-key, --client-ca)
 // and a policy file (--policy) that gives the client certificates' subjects
 // their roles. --dev serves plaintext on a loopback address, for a laptop,
-// with every caller taken as one fixed identity.
+// with every caller taken as one of a few fixed identities, each with
+// every role (lopnr --dev --as NAME plays the second person).
 package main
 
 import (
@@ -136,7 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("lopnrd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.listen, "listen", env("LOPNRD_LISTEN", "127.0.0.1:7443"), "address to serve gRPC on ($LOPNRD_LISTEN)")
-	fs.BoolVar(&cfg.dev, "dev", env("LOPNRD_DEV", "") == "true", "serve plaintext on a loopback address without client certificates, every caller as "+server.DevIdentity+", for a laptop ($LOPNRD_DEV=true)")
+	fs.BoolVar(&cfg.dev, "dev", env("LOPNRD_DEV", "") == "true", "serve plaintext on a loopback address without client certificates, every caller "+server.DevIdentity+" or the dev identity it names (lopnr --dev --as NAME), each with every role, for a laptop and synthetic data ($LOPNRD_DEV=true)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("LOPNRD_TLS_CERT", ""), "server certificate, PEM ($LOPNRD_TLS_CERT)")
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("LOPNRD_TLS_KEY", ""), "server private key, PEM ($LOPNRD_TLS_KEY)")
 	fs.StringVar(&cfg.clientCA, "client-ca", env("LOPNRD_CLIENT_CA", ""), "CA certificates that sign client certificates, PEM ($LOPNRD_CLIENT_CA)")
@@ -194,7 +195,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			return fmt.Errorf("--listen %q: --dev serves without TLS and only on a loopback address", cfg.listen)
 		}
-		logger.Warn("DEVELOPMENT MODE: no TLS, no client certificates, every caller is " + server.DevIdentity + "; never use with real data")
+		logger.Warn("DEVELOPMENT MODE: no TLS, no client certificates, every caller is " + server.DevIdentity + " or the dev identity it claims, each with every role; never use with real data")
 	} else {
 		if cfg.tlsCert == "" || cfg.tlsKey == "" || cfg.clientCA == "" {
 			return errors.New("mutual TLS needs --tls-cert, --tls-key and --client-ca (or --dev on a laptop)")
