@@ -355,6 +355,7 @@ func stepLopnr(ctx context.Context, a stepArgs) (stepResult, error) {
 	// assign and publish say when they start and end, without a time.
 	began := map[string]time.Time{}
 	m, err := extract.Deliver(ctx, res, extract.Options{Approval: appr, Keys: ks, Recipients: recips, Sink: sink, Signer: signer, SpecBytes: specRaw,
+		Release: true, // as lopnr run: the publish stage includes the release's copy
 		Progress: func(p extract.Progress) {
 			key := p.Stage + "\x00" + p.File
 			if !p.Done {
