@@ -121,8 +121,8 @@ sources, allow_personnummer, the researchers' keys — and its kodnyckel's
 retention. Rules change by four eyes: one person proposes (create, propose),
 another approves (approve); jobs use only approved rules.
 
-  create ID --epm-dnr D --approved A.yaml --recipient age1… [--retention-days N]
-  propose ID --approved A.yaml --recipient age1… [--allow-personnummer] --reason R
+  create ID --epm-dnr D --approved A.yaml --recipient age1…|--recipients-file F [--retention-days N]
+  propose ID --approved A.yaml --recipient age1…|--recipients-file F [--allow-personnummer] --reason R
   approve ID CHANGE              (a second person, role approver)
   changes ID                     a project's changes, pending and approved
   get ID
@@ -150,13 +150,15 @@ func runProjects(ctx context.Context, args []string, sio stdio) error {
 
 // rulesFlags are the flags that give a project's rules.
 type rulesFlags struct {
-	approved   *string
-	recipients stringsFlag
+	approved        *string
+	recipients      stringsFlag
+	recipientsFiles stringsFlag
 }
 
 func (r *rulesFlags) register(fs *flag.FlagSet) {
 	r.approved = fs.String("approved", "", "the approved variable list (YAML: variables, allow_personnummer, as lopnr run --approved reads); required")
-	fs.Var(&r.recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable; at least one)")
+	fs.Var(&r.recipients, "recipient", "a researcher's age public key, age1… or age1pq1… (repeatable; at least one, here or in --recipients-file)")
+	fs.Var(&r.recipientsFiles, "recipients-file", "a `FILE` of researchers' age public keys, one a line, # comments and blank lines ignored, as age -R reads (repeatable)")
 }
 
 // rules reads the flags into the API's rules.
@@ -164,8 +166,15 @@ func (r *rulesFlags) rules() (*lopnrv1.ProjectRules, error) {
 	if err := required("approved", *r.approved); err != nil {
 		return nil, err
 	}
+	for _, f := range r.recipientsFiles {
+		keys, err := readRecipientsFile(f)
+		if err != nil {
+			return nil, err
+		}
+		r.recipients = append(r.recipients, keys...)
+	}
 	if len(r.recipients) == 0 {
-		return nil, &usageError{"--recipient is required: the researchers' age public keys"}
+		return nil, &usageError{"--recipient (or --recipients-file) is required: the researchers' age public keys"}
 	}
 	if _, err := extract.ParseRecipients(r.recipients); err != nil {
 		return nil, &usageError{fmt.Sprintf("--recipient: %v", err)}
@@ -175,6 +184,27 @@ func (r *rulesFlags) rules() (*lopnrv1.ProjectRules, error) {
 		return nil, err
 	}
 	return server.RulesProto(appr, r.recipients), nil
+}
+
+// readRecipientsFile reads age public keys, one a line, as age -R does:
+// blank lines and lines starting with # are skipped.
+func readRecipientsFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--recipients-file: %w", err)
+	}
+	var keys []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, err := extract.ParseRecipients([]string{line}); err != nil {
+			return nil, fmt.Errorf("--recipients-file %s: line %d: not an age public key (age1… or age1pq1…)", path, i+1)
+		}
+		keys = append(keys, line)
+	}
+	return keys, nil
 }
 
 func runProjectsCreate(ctx context.Context, args []string, sio stdio) error {

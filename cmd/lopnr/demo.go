@@ -35,7 +35,9 @@ messy synthetic registry, VAL and TakeCare files (Skatteverket's test numbers
 and numbers made up at run time), links them, checks the result against the
 known truth, assigns LopNr in a local key store, delivers the approved
 variables encrypted to a researcher's age key into a local directory, verifies
-the signed manifest and decrypts a file as the researcher would.
+the signed manifest and decrypts a file as the researcher would. It ends with
+the commands that run the same project through lopnrd, where a second person
+approves the project's rules and releases the delivery.
 
 Flags:
 `)
@@ -100,6 +102,10 @@ Flags:
 	if err := os.WriteFile(keyFile, []byte("# public key: "+researcher.Recipient().String()+"\n"+researcher.String()+"\n"), 0o600); err != nil {
 		return err
 	}
+	pubFile := filepath.Join(*dir, "researcher.pub")
+	if err := os.WriteFile(pubFile, []byte(researcher.Recipient().String()+"\n"), 0o644); err != nil {
+		return err
+	}
 	sink, err := extract.NewDirSink(filepath.Join(*dir, "deliveries"))
 	if err != nil {
 		return err
@@ -151,5 +157,28 @@ Flags:
 	say("  lopnr check %s --report report.json", specPath)
 	say("  head %s/*.csv", plain)
 	say("  lopnr verify --key %s %s", signer.PublicKey(), delivery)
+	fmt.Fprintln(sio.out)
+	say("On lopnrd the same project takes two people: one proposes its rules and submits")
+	say("the job, another approves the rules and releases the delivery. On this machine")
+	say("(lopnrd --dev, where --as plays the other people; DELIVERY is the id submit prints):")
+	for _, step := range serviceSteps(*dir, spec.Project, spec.EPMDnr) {
+		say("  %s", step)
+	}
 	return nil
+}
+
+// serviceSteps are the commands that run the demo's project through a
+// lopnrd --dev with four eyes, as the demo prints them (a test runs them):
+// DELIVERY stands for the id that submit prints.
+func serviceSteps(dir, project, epmDnr string) []string {
+	return []string{
+		fmt.Sprintf("lopnrd --dev --data-dir %s --source-root %s &",
+			filepath.Join(dir, "lopnrd"), filepath.Join(dir, "sources")),
+		fmt.Sprintf("lopnr projects create %s --dev --epm-dnr %s --approved %s --recipients-file %s",
+			project, epmDnr, filepath.Join(dir, "approved.yaml"), filepath.Join(dir, "researcher.pub")),
+		fmt.Sprintf("lopnr projects approve %s c1 --dev --as approver", project),
+		fmt.Sprintf("lopnr submit --dev %s --watch", filepath.Join(dir, "sources", project, "job.yaml")),
+		fmt.Sprintf("lopnr release %s DELIVERY --dev --as approver", project),
+		fmt.Sprintf("lopnr presign %s DELIVERY --dev --as researcher --download %s", project, filepath.Join(dir, "fetched")),
+	}
 }

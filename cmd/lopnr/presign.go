@@ -156,6 +156,14 @@ func presignS3(ctx context.Context, pos []string, expiry time.Duration, s3 store
 	return links, nil
 }
 
+// downloader fetches links: https from S3, and file: from a delivery
+// directory on this machine (lopnrd's directory sink, lopnrd --dev).
+var downloader = &http.Client{Transport: func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.RegisterProtocol("file", http.NewFileTransport(http.Dir("/")))
+	return t
+}()}
+
 // fetch downloads one link into dir with a plain GET, to a new file that
 // only the user can read.
 func fetch(ctx context.Context, dir string, l presignedLink) (path string, n int64, err error) {
@@ -166,7 +174,7 @@ func fetch(ctx context.Context, dir string, l presignedLink) (path string, n int
 	if err != nil {
 		return "", 0, fmt.Errorf("%s: %w", l.name, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := downloader.Do(req)
 	if err != nil {
 		// The URL is a credential until it expires: name the file instead.
 		var ue *url.Error
