@@ -71,7 +71,9 @@ var numberClass = func() (c [256]uint8) {
 	for b := '0'; b <= '9'; b++ {
 		c[b] = digit
 	}
-	for _, b := range "-+TRSUWXJKLMN" {
+	// The letters in either case: the parser reads a lower-case interim
+	// or reserve letter too.
+	for _, b := range "-+TRSUWXJKLMNtrsuwxjklmn" {
 		c[b] = part
 	}
 	return c

@@ -43,7 +43,7 @@ func (e *LeakError) Unwrap() error { return ErrLeak }
 // any of the forms of an identity number (10 or 12 digits, a separator, an
 // interim letter), not inside a longer run of digits. Only values it
 // matches reach the exact check in Go.
-const candidate = `(^|[^0-9])([0-9]{6}|[0-9]{8})[-+]?[0-9TRSUWXJKLMN][0-9]{3}([^0-9]|$)|(^|[^0-9])[0-9]{8}[KMX][0-9]{3}([^0-9]|$)`
+const candidate = `(^|[^0-9])([0-9]{6}|[0-9]{8})[-+]?[0-9TRSUWXJKLMNtrsuwxjklmn][0-9]{3}([^0-9]|$)|(^|[^0-9])[0-9]{8}[KMXkmx][0-9]{3}([^0-9]|$)`
 
 // pnrScanUDF is lopnr_has_identity(value): whether any candidate in the
 // value parses as an identity number of any kind. A reference date far
@@ -68,7 +68,7 @@ func (u pnrScanUDF) Executor() duckdb.ScalarFuncExecutor {
 // right lengths is tried.
 func hasIdentity(p *personnummer.Parser, s string) bool {
 	isPart := func(c byte) bool {
-		return c >= '0' && c <= '9' || c == '-' || c == '+' || strings.IndexByte("TRSUWXJKLMN", c) >= 0
+		return c >= '0' && c <= '9' || c == '-' || c == '+' || strings.IndexByte("TRSUWXJKLMNtrsuwxjklmn", c) >= 0
 	}
 	for i := 0; i < len(s); {
 		if s[i] < '0' || s[i] > '9' || (i > 0 && s[i-1] >= '0' && s[i-1] <= '9') {

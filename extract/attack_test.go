@@ -1,0 +1,86 @@
+package extract
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lopnr/lopnr/linkage"
+	"github.com/lopnr/lopnr/linkage/personnummer"
+)
+
+// withCheckDigit completes an identity number written without its last
+// character with the check digit that makes it parse as kind.
+func withCheckDigit(t *testing.T, s string, kind personnummer.Kind) string {
+	t.Helper()
+	p := personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+	for c := '0'; c <= '9'; c++ {
+		if n := p.Parse(s + string(c)); n.Valid() && n.Kind() == kind {
+			return s + string(c)
+		}
+	}
+	t.Fatalf("no check digit makes %q a %v", s, kind)
+	return ""
+}
+
+// TestExtractorCannotDeliverAnIdentityNumberInLowerCase: the parser reads
+// an interim number's letter, and a reserve number's, in either case
+// ("19900101t239" is an interim number to lopnr's linkage), but both leak
+// guards knew only the capitals, so a free-text column holding interim or
+// reserve numbers written in lower case was delivered in clear, in CSV and
+// in Parquet. Every other form of every kind of number is stopped too
+// (samordningsnummer, 10 digits, '+'), in every output encoding, line
+// ending and format, with nothing delivered.
+func TestExtractorCannotDeliverAnIdentityNumberInLowerCase(t *testing.T) {
+	pnr := testNumber(t, 12000)
+	b, err := os.ReadFile("../testdata/skatteverket/testsamordningsnummer.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	samordning := strings.Fields(string(b))[100]
+	interim := withCheckDigit(t, "19900101T23", personnummer.Interim)
+	reserve := withCheckDigit(t, "19900101K12", personnummer.Reserve)
+	forms := map[string]string{
+		"interim, lower case":             strings.ToLower(interim),
+		"interim, lower case, 10 digits":  strings.ToLower(interim[2:8] + "-" + interim[8:]),
+		"reserve (VGR), lower case":       strings.ToLower(reserve),
+		"interim":                         interim,
+		"reserve (VGR)":                   reserve,
+		"samordningsnummer":               samordning,
+		"samordningsnummer, 10 digits":    samordning[2:8] + "-" + samordning[8:],
+		"personnummer, 10 digits, '+'":    pnr[2:8] + "+" + pnr[8:],
+		"personnummer, 10 digits, no sep": pnr[2:],
+	}
+	outputs := []linkage.OutputSpec{{}, {Encoding: linkage.EncodingCP}, {LineEnding: "crlf"}, {Format: "parquet"}}
+	for name, form := range forms {
+		dir := t.TempDir()
+		rows, cohort := "PNR;MOR;VIKT\n", "PNR\n"
+		for i := range 3 {
+			child := testNumber(t, 26000+100*i)
+			rows += fmt.Sprintf("%s;ur journalen: %s;3400\n", child, form)
+			cohort += child + "\n"
+		}
+		os.WriteFile(filepath.Join(dir, "mfr.csv"), []byte(rows), 0o600)
+		os.WriteFile(filepath.Join(dir, "cohort.csv"), []byte(cohort), 0o600)
+		for _, out := range outputs {
+			js := attack(t, dir, mfrJob)
+			js.Outputs = out
+			dst, got, err := deliverAttack(t, js, mustApproval(t, mfrApproved))
+			var le *LeakError
+			if !errors.As(err, &le) || le.Column != "MOR" {
+				t.Errorf("%s, outputs %+v: err = %v, want a LeakError in MOR (delivered %q)", name, out, err, got)
+				continue
+			}
+			if n := countFiles(dst); n != 0 {
+				t.Errorf("%s, outputs %+v: %d files delivered", name, out, n)
+			}
+			if strings.Contains(strings.ToLower(err.Error()), strings.ToLower(form)) {
+				t.Errorf("%s, outputs %+v: the error %q holds the number", name, out, err)
+			}
+		}
+	}
+}
