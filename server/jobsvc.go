@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -94,7 +95,7 @@ func (s *Server) openSource(spec *linkage.JobSpec, i int, roots []string) (*os.F
 					return nil, bad(err)
 				}
 				defer root.Close()
-				f, err := root.Open(rel)
+				f, err := openSourceFile(root, rel)
 				if err != nil {
 					return nil, bad(err)
 				}
@@ -119,11 +120,20 @@ func (s *Server) openSource(spec *linkage.JobSpec, i int, roots []string) (*os.F
 		return nil, bad(err)
 	}
 	defer root.Close()
-	f, err := root.Open(path)
+	f, err := openSourceFile(root, path)
 	if err != nil {
 		return nil, bad(err)
 	}
 	return f, nil
+}
+
+// openSourceFile opens a source for reading without blocking: a named pipe
+// the extractor put in the project's directory would otherwise hold the
+// open, and the call or the job slot with it, until someone writes to it
+// (a cancelled job cannot end a blocked open). What is not a regular file
+// is refused once open.
+func openSourceFile(root *os.Root, name string) (*os.File, error) {
+	return root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 }
 
 // within reports whether path is in the directory root, by the text of
@@ -291,7 +301,15 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	}
 	keys := rec.Recipients
 	if len(spec.Recipients) > 0 {
-		keys = spec.Recipients // a subset of the project's, checked at submission
+		// A subset of the project's recipients, checked again against the
+		// rules approved now: a change approved since the submission may
+		// have removed one (a researcher who left, a key that was lost).
+		for i, r := range spec.Recipients {
+			if !slices.Contains(rec.Recipients, r) {
+				return "", &fieldError{fmt.Sprintf("spec: recipients[%d]", i), "one of the project's registered recipients; a change approved since the job was submitted removed it"}
+			}
+		}
+		keys = spec.Recipients
 	}
 	recips, err := extract.ParseRecipients(keys)
 	if err != nil {

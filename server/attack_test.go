@@ -1,0 +1,266 @@
+package server
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"google.golang.org/grpc/codes"
+
+	"github.com/lopnr/lopnr/linkage"
+	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+)
+
+// The attacks of issue 15's review, replayed against the server as it is
+// (the attacker's brief: one identity, with the roles the policy gives it,
+// trying to get identity numbers, unapproved variables, cohort membership
+// or the kodnyckel out, or to act unaudited).
+
+// TestExtractorCannotHoldAJobWithANamedPipe: an extractor who can write the
+// project's source directory puts a named pipe there and names it as a
+// source. Opening it blocked until someone wrote to it: at submission the
+// call hung, and a file swapped for a pipe after submission held a job slot
+// (of every project: two by default) for good, since cancelling a job does
+// not end a blocked open, and a project with a job running cannot be
+// destroyed. Sources are opened without blocking now, and the pipe is
+// refused as not a regular file, at once, naming the field.
+func TestExtractorCannotHoldAJobWithANamedPipe(t *testing.T) {
+	f := newFixture(t, true)
+	root := f.srv.cfg.SourceRoot
+	sourceFiles(t, root)
+	pipe := filepath.Join(root, "p1", "pipe.csv")
+	if err := syscall.Mkfifo(pipe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever the outcome, let a blocked open go.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(pipe, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	})
+	within := func(what string, fn func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still blocked after 5 s on a named pipe", what)
+			return nil
+		}
+	}
+	err := within("submission", func() error { _, err := f.srv.parseSpec(lmedSpec("pipe.csv")); return err })
+	if err == nil || !strings.Contains(err.Error(), "spec: sources[0].path: a regular file") {
+		t.Errorf("a named pipe at submission: err = %v, want it refused naming sources[0].path", err)
+	}
+
+	// A proper file at submission, a pipe when the job runs.
+	spec, err := f.srv.parseSpec(lmedSpec("lmed.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "p1", "lmed.csv")
+	os.Remove(p)
+	if err := os.Rename(pipe, p); err != nil {
+		t.Fatal(err)
+	}
+	pipe = p
+	err = within("the run", func() error {
+		res, err := linkage.Link(ctx(t), spec, linkage.Options{})
+		if err == nil {
+			res.Close()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "sources[0].path") {
+		t.Errorf("a file swapped for a named pipe: Link: %v, want it refused naming sources[0].path", err)
+	}
+}
+
+// TestJobIsNotDeliveredToARecipientRemovedBeforeItRuns: a job spec may
+// name a subset of the project's recipients, checked when it is submitted.
+// A job submitted while a researcher's key was approved, and run after a
+// second person approved a change that removed it (the researcher left,
+// the key was lost), was still encrypted to that key: the rules approved
+// when the job runs did not decide who could read its delivery. Now the
+// job fails, naming the field, and nothing is staged.
+func TestJobIsNotDeliveredToARecipientRemovedBeforeItRuns(t *testing.T) {
+	f := newFixture(t, false)
+	spec, _ := f.generate(100)
+	stays, leaves := researcherKey(t), researcherKey(t)
+	rules := func(keys ...*age.HybridIdentity) *lopnrv1.ProjectRules {
+		r := &lopnrv1.ProjectRules{ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t)}
+		for _, k := range keys {
+			r.Recipients = append(r.Recipients, k.Recipient().String())
+		}
+		return r
+	}
+	both := rules(stays, leaves)
+	if _, err := lopnrv1.NewProjectServiceClient(f.conn("drift")).CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1",
+		EpmDnr: "2026-00000-01", ApprovedVariables: both.ApprovedVariables, ApprovedSources: both.ApprovedSources, Recipients: both.Recipients}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p1", "bo")
+
+	f.srv.gate = make(chan struct{}) // the job waits at its start
+	spec = append(bytes.Clone(spec), "recipients: ["+leaves.Recipient().String()+"]\n"...)
+	job, err := lopnrv1.NewJobServiceClient(f.conn("anna")).SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lopnrv1.NewProjectServiceClient(f.conn("bo")).ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1",
+		Reason: "the second researcher has left the project", Rules: rules(stays)}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p1", "cecilia")
+	close(f.srv.gate)
+
+	j := f.wait("anna", job.Id)
+	if j.State != lopnrv1.JobState_JOB_STATE_FAILED || !strings.Contains(j.Error, "spec: recipients[0]: ") {
+		t.Errorf("the job after its recipient was removed: %v %q, want it failed naming spec: recipients[0]", j.State, j.Error)
+	}
+	if n := countRegular(filepath.Join(f.dir, "deliveries")) + countRegular(filepath.Join(f.srv.cfg.DataDir, "staging")); n != 0 {
+		t.Errorf("%d files were delivered or staged", n)
+	}
+}
+
+// countRegular counts the regular files below dir.
+func countRegular(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// crossPolicy adds a second project's approver to the test policy, and
+// gives SCB the partner role in both projects (it is registered in p1
+// only).
+const crossPolicy = `identities:
+  "CN=anna,O=Region Test":   {roles: {p1: [extractor]}}
+  "CN=bo,O=Region Test":     {roles: {p1: [approver, keyholder]}}
+  "CN=cecilia,O=Region Test": {roles: {p1: [keyholder, approver]}}
+  "CN=forskare,O=Region Test": {roles: {p1: [researcher]}}
+  "CN=annan,O=Region Test":  {roles: {p2: [researcher]}}
+  "CN=gudrun,O=Region Test": {roles: {p2: [approver, keyholder]}}
+  "CN=drift,O=Region Test":  {global: [admin]}
+  "CN=scb,O=Region Test":    {roles: {p1: [partner], p2: [partner]}}
+`
+
+// TestOtherProjectsRolesCannotActOnAProjectByID: the roles of an identity
+// hold in the project a call names, and the thing a call acts on is looked
+// up by id. An approver and a researcher of p2, and a partner registered
+// in p1 with the partner role in p2 too, name their own project with ids
+// of p1's delivery, change, key-file grant and re-identification request:
+// each is refused as not found (or not registered), and nothing of p1 is
+// released, approved or handed out. A project id is never taken twice,
+// not even a destroyed project's.
+func TestOtherProjectsRolesCannotActOnAProjectByID(t *testing.T) {
+	f := newFixtureWith(t, false, crossPolicy, nil)
+	f.partnerProject()
+	scbKey, _ := age.GenerateX25519Identity()
+	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "keyfile", "blind", "import")
+	admin := lopnrv1.NewProjectServiceClient(f.conn("drift"))
+	if _, err := admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p2", EpmDnr: "2026-00000-02",
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcherKey(t).Recipient().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p2", "gudrun")
+
+	// p1's things: a staged delivery, a pending change, a grant, a
+	// re-identification request.
+	spec, _ := f.generate(50)
+	delivery := f.runJobAs("anna", spec).Delivery
+	change, err := lopnrv1.NewProjectServiceClient(f.conn("bo")).ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1",
+		Reason: "a wider list", Rules: &lopnrv1.ProjectRules{ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t),
+			AllowPersonnummer: true, Recipients: []string{researcherKey(t).Recipient().String()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
+	grant, err := scb.RequestKeyFile(ctx(t), &lopnrv1.RequestKeyFileRequest{Project: "p1", Reason: "linking our register"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reident, err := lopnrv1.NewKeyServiceClient(f.conn("bo")).RequestReidentification(ctx(t), &lopnrv1.RequestReidentificationRequest{
+		Project: "p1", RunNumber: 1, Reason: "a data error in LopNr 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	gudrun := f.conn("gudrun")
+	_, err = lopnrv1.NewDeliveryServiceClient(gudrun).ReleaseDelivery(ctx(t), &lopnrv1.ReleaseDeliveryRequest{Project: "p2", Delivery: delivery})
+	wantCode(t, "p2's approver releasing p1's delivery", err, codes.NotFound, "delivery")
+	_, err = lopnrv1.NewProjectServiceClient(gudrun).ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p2", Id: change.Id})
+	wantCode(t, "p2's approver approving p1's change", err, codes.NotFound, "change")
+	_, err = lopnrv1.NewPartnerServiceClient(gudrun).ApproveKeyFile(ctx(t), &lopnrv1.ApproveKeyFileRequest{Project: "p2", Id: grant.Id})
+	wantCode(t, "p2's approver approving p1's key file", err, codes.NotFound, "grant")
+	_, err = lopnrv1.NewKeyServiceClient(gudrun).ApproveReidentification(ctx(t), &lopnrv1.ApproveReidentificationRequest{Project: "p2", Id: reident.Id})
+	wantCode(t, "p2's approver approving p1's re-identification", err, codes.NotFound, "re-identification")
+
+	// Released in p1, p2's researcher still gets no link to it.
+	if _, err := lopnrv1.NewDeliveryServiceClient(f.conn("bo")).ReleaseDelivery(ctx(t), &lopnrv1.ReleaseDeliveryRequest{Project: "p1", Delivery: delivery}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = lopnrv1.NewDeliveryServiceClient(f.conn("annan")).PresignDelivery(ctx(t), &lopnrv1.PresignDeliveryRequest{Project: "p2", Delivery: delivery})
+	wantCode(t, "p2's researcher presigning p1's delivery", err, codes.NotFound, "delivery")
+
+	// The partner, registered in p1 only, in p2: its p1 grant (approved
+	// now), an upload, blind linkage.
+	if _, err := lopnrv1.NewPartnerServiceClient(f.conn("cecilia")).ApproveKeyFile(ctx(t), &lopnrv1.ApproveKeyFileRequest{Project: "p1", Id: grant.Id}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := scb.GetKeyFile(ctx(t), &lopnrv1.GetKeyFileRequest{Project: "p2", Grant: grant.Id})
+	if err == nil {
+		_, err = st.Recv()
+	}
+	wantCode(t, "the partner using p1's grant in p2", err, codes.PermissionDenied, "not registered as a partner of project p2")
+	_, err = scb.RequestKeyFile(ctx(t), &lopnrv1.RequestKeyFileRequest{Project: "p2", Reason: "and this one too"})
+	wantCode(t, "the partner asking for p2's key file", err, codes.PermissionDenied, "not registered as a partner of project p2")
+	_, err = scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p2"})
+	wantCode(t, "the partner asking for p2's keys", err, codes.PermissionDenied, "not registered as a partner of project p2")
+	_, err = upload(t, scb, &lopnrv1.ImportHeader{Project: "p2", Source: "scb", KeyedBy: lopnrv1.KeyedBy_KEYED_BY_LOPNR, IdentityColumn: "LOPNR",
+		Variables: []*lopnrv1.ImportVariable{{Column: "INKOMST"}}}, []byte("not even encrypted"))
+	wantCode(t, "the partner uploading to p2", err, codes.PermissionDenied, "not registered as a partner of project p2")
+	ev, err := scb.Evaluate(ctx(t))
+	if err == nil {
+		ev.Send(&lopnrv1.EvaluateRequest{Project: "p2"})
+		_, err = ev.Recv()
+	}
+	wantCode(t, "the partner evaluating in p2", err, codes.PermissionDenied, "not registered as a partner of project p2")
+	// Its grant still gives p1's file once, to its own key.
+	if b, err := keyFile(t, scb, grant.Id); err != nil || len(b) == 0 {
+		t.Errorf("the grant in p1 after the attempts: %d bytes, %v", len(b), err)
+	}
+
+	// Nothing of p1 moved: the change is pending, the request unapproved.
+	changes, err := lopnrv1.NewProjectServiceClient(f.conn("bo")).ListChanges(ctx(t), &lopnrv1.ListChangesRequest{Project: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes.Changes {
+		if c.Id == change.Id && c.State != lopnrv1.ChangeState_CHANGE_STATE_PENDING {
+			t.Errorf("p1's change %s: %v", c.Id, c.State)
+		}
+	}
+
+	// A project id is taken once: p1's, and p2's after its destruction.
+	_, err = admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-09",
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcherKey(t).Recipient().String()}})
+	wantCode(t, "creating p1 over p1", err, codes.AlreadyExists, `project "p1"`)
+	if _, err := lopnrv1.NewProjectServiceClient(gudrun).DestroyProject(ctx(t), &lopnrv1.DestroyProjectRequest{Id: "p2", Reason: "the study is over"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p2", EpmDnr: "2026-00000-02",
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcherKey(t).Recipient().String()}})
+	wantCode(t, "creating p2 over the destroyed p2", err, codes.AlreadyExists, `project "p2"`)
+}
