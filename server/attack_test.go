@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,10 @@ import (
 	"filippo.io/age"
 	"google.golang.org/grpc/codes"
 
+	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/linkage"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server/authz"
 )
 
 // The attacks of issue 15's review, replayed against the server as it is
@@ -263,4 +266,52 @@ func TestOtherProjectsRolesCannotActOnAProjectByID(t *testing.T) {
 	_, err = admin.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p2", EpmDnr: "2026-00000-02",
 		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcherKey(t).Recipient().String()}})
 	wantCode(t, "creating p2 over the destroyed p2", err, codes.AlreadyExists, `project "p2"`)
+}
+
+// TestPartnerWithASecondRoleCannotLearnCohortMembership: the partner's
+// answer to an upload no longer tells who is in the cohort, but an
+// identity that is also an extractor of the project (or an approver,
+// auditor or admin: whoever reads jobs or the log; or a researcher, who
+// gets the supplementary delivery) reads its upload's matched count in the
+// import's job report. A policy that gives a partner another role in its
+// project is refused when lopnrd loads it.
+func TestPartnerWithASecondRoleCannotLearnCohortMembership(t *testing.T) {
+	policy := strings.Replace(testPolicy, `"CN=scb,O=Region Test":    {roles: {p1: [partner]}}`,
+		`"CN=scb,O=Region Test":    {roles: {p1: [partner, extractor]}}`, 1)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(file, []byte(policy), 0o600)
+	if _, err := authz.Load(file); err != nil {
+		if !strings.Contains(err.Error(), `identities["CN=scb,O=Region Test"]: a partner of project p1 with the role extractor there too`) {
+			t.Errorf("the policy is refused with %v, want the identity and its roles named", err)
+		}
+		return
+	}
+	// The policy loads: the attack.
+	f := newFixtureWith(t, false, policy, nil)
+	f.partnerProject()
+	scbKey, _ := age.GenerateX25519Identity()
+	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
+	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
+	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var member string
+	f.srv.cfg.Keys.Mappings(ctx(t), "p1", func(c string, _ keystore.RunNumber) error {
+		member = c
+		return nil
+	})
+	var b bytes.Buffer
+	r, _ := age.ParseRecipients(strings.NewReader(keys.ServiceRecipient))
+	w, _ := age.Encrypt(&b, r...)
+	io.WriteString(w, "PSEUDONYM;INKOMST\n"+f.pseudonymOf(member)+";100\n")
+	w.Close()
+	up, err := upload(t, scb, &lopnrv1.ImportHeader{Project: "p1", Source: "scb", KeyedBy: lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM,
+		IdentityColumn: "PSEUDONYM", Variables: []*lopnrv1.ImportVariable{{Column: "INKOMST"}}}, b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := f.wait("scb", up.Job); strings.Contains(j.Report, "1 rows received, 1 of them of 1 of the project's persons") {
+		t.Errorf("the partner, an extractor too, read its one-row upload's report: %q: the person is in the cohort", strings.SplitN(j.Report, "\n", 2)[0])
+	}
 }

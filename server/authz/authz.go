@@ -23,6 +23,9 @@
 // are the exception: a role in some project lets an identity list, and the
 // service shows only the projects it may see.
 //
+// A partner's identity holds no other role in the projects it is a partner
+// of (Load refuses the policy): each would show it who is in the cohort.
+//
 // The four-eyes rules — a project's rules and partners change only when a
 // second person approves, the person who submitted a job cannot release its
 // delivery, a re-identification and a key file need a second person — are
@@ -172,8 +175,38 @@ func Load(path string) (*Policy, error) {
 				return nil, fmt.Errorf("policy %s: identities[%q]: unknown role %q, want one of %v", path, id, role, roles)
 			}
 		}
+		if err := partnerAlone(id, r); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", path, err)
+		}
 	}
 	return &p, nil
+}
+
+// partnerAlone refuses an identity that is a partner in a project (or
+// globally) and holds another role there too. A partner authority must
+// not learn who is in the cohort, and every other role of the project
+// shows it something of its uploads that tells it: the import's matched
+// counts (a job's report, for the roles that read jobs; the audit log),
+// or the supplementary delivery itself, its rows and their LopNr (for a
+// researcher). A partner in one project may hold roles in another.
+func partnerAlone(id string, r IdentityRoles) error {
+	others := func(rs []Role) []Role {
+		return slices.DeleteFunc(slices.Clone(rs), func(x Role) bool { return x == Partner })
+	}
+	for project, rs := range r.Roles {
+		if !slices.Contains(rs, Partner) && !slices.Contains(r.Global, Partner) {
+			continue
+		}
+		if o := append(others(rs), others(r.Global)...); len(o) > 0 {
+			return fmt.Errorf("identities[%q]: a partner of project %s with the role %s there too: a partner authority's identity holds no other role in its projects (it would learn who is in the cohort from its uploads); give the other role to another certificate", id, project, o[0])
+		}
+	}
+	if slices.Contains(r.Global, Partner) {
+		if o := others(r.Global); len(o) > 0 {
+			return fmt.Errorf("identities[%q]: a partner of every project with the global role %s too: a partner authority's identity holds no other role in its projects (it would learn who is in the cohort from its uploads); give the other role to another certificate", id, o[0])
+		}
+	}
+	return nil
 }
 
 // Roles returns an identity's roles in a project (with its global roles).
