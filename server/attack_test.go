@@ -315,3 +315,54 @@ func TestPartnerWithASecondRoleCannotLearnCohortMembership(t *testing.T) {
 		t.Errorf("the partner, an extractor too, read its one-row upload's report: %q: the person is in the cohort", strings.SplitN(j.Report, "\n", 2)[0])
 	}
 }
+
+// TestApproverCannotUndoANewerChangeWithAStaleOne: a change replaces a
+// project's rules as a whole. An approver proposed new rules (reason:
+// allow personnummer for a linkage check) while a lost researcher's key
+// was still a recipient; another change, removing that key, was approved
+// after it; the stale change, approved then by a second person reading its
+// reason, put the lost key back among the recipients. A change proposed
+// over rules that another change has replaced since is refused now,
+// saying so; proposed again from the rules in force, it is approved.
+func TestApproverCannotUndoANewerChangeWithAStaleOne(t *testing.T) {
+	f := newFixture(t, false)
+	kept, lost := researcherKey(t).Recipient().String(), researcherKey(t).Recipient().String()
+	rules := func(allowPnr bool, recipients ...string) *lopnrv1.ProjectRules {
+		return &lopnrv1.ProjectRules{ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), AllowPersonnummer: allowPnr, Recipients: recipients}
+	}
+	first := rules(false, kept, lost)
+	if _, err := lopnrv1.NewProjectServiceClient(f.conn("drift")).CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
+		ApprovedVariables: first.ApprovedVariables, ApprovedSources: first.ApprovedSources, Recipients: first.Recipients}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p1", "bo")
+	bo, cecilia := lopnrv1.NewProjectServiceClient(f.conn("bo")), lopnrv1.NewProjectServiceClient(f.conn("cecilia"))
+	stale, err := bo.ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1", Reason: "allow personnummer for the linkage check",
+		Rules: rules(true, kept, lost)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removal, err := cecilia.ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1", Reason: "the second researcher's key was lost",
+		Rules: rules(false, kept)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bo.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: removal.Id}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cecilia.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: stale.Id})
+	wantCode(t, "approving the stale change", err, codes.FailedPrecondition,
+		"change "+stale.Id+" was proposed when the rules of c1 were in force; "+removal.Id+"'s have replaced them since")
+	p, err := bo.GetProject(ctx(t), &lopnrv1.GetProjectRequest{Id: "p1"})
+	if err != nil || len(p.Recipients) != 1 || p.Recipients[0] != kept || p.AllowPersonnummer {
+		t.Fatalf("the project's rules after the attempt: recipients %v, allow_personnummer %v (%v); want only the kept key", p.GetRecipients(), p.GetAllowPersonnummer(), err)
+	}
+	again, err := bo.ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1", Reason: "allow personnummer for the linkage check",
+		Rules: rules(true, kept)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cecilia.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: again.Id}); err != nil {
+		t.Errorf("the change proposed again from the rules in force: %v", err)
+	}
+}

@@ -33,6 +33,9 @@ type projectRecord struct {
 	Partners []partnerRecord `json:"partners,omitempty"`
 	// Changes are the project's proposed changes, pending and approved.
 	Changes []changeRecord `json:"changes,omitempty"`
+	// RulesChange is the change whose rules are in force ("" before the
+	// first approval, and in records kept before it was).
+	RulesChange string `json:"rules_change,omitempty"`
 	// Destroyed is set when the kodnyckel was destroyed and this record
 	// reduced to what the receipt needs (forget).
 	Destroyed time.Time `json:"destroyed,omitzero"`
@@ -55,6 +58,10 @@ type changeRecord struct {
 	Approved   time.Time      `json:"approved,omitzero"`
 	Rules      *rulesRecord   `json:"rules,omitempty"`
 	Partner    *partnerRecord `json:"partner,omitempty"`
+	// Base is, for new rules, the change whose rules were in force when
+	// they were proposed: they replace those as a whole, and are stale
+	// once another change has replaced them.
+	Base string `json:"base,omitempty"`
 }
 
 // rulesRecord is a set of project rules, as kept.
@@ -199,7 +206,7 @@ func (p projectService) ProposeChange(ctx context.Context, req *lopnrv1.ProposeC
 		if err := r.live(); err != nil {
 			return err
 		}
-		ch = changeRecord{ID: nextChange(r), ProposedBy: ci.identity, Proposed: s.cfg.Clock().UTC(), Reason: req.GetReason(), Rules: &rules}
+		ch = changeRecord{ID: nextChange(r), ProposedBy: ci.identity, Proposed: s.cfg.Clock().UTC(), Reason: req.GetReason(), Rules: &rules, Base: r.RulesChange}
 		r.Changes = append(r.Changes, ch)
 		return nil
 	})
@@ -242,8 +249,15 @@ func (p projectService) ApproveChange(ctx context.Context, req *lopnrv1.ApproveC
 		}
 		switch {
 		case c.Rules != nil:
+			// New rules replace the rules in force when they were
+			// proposed, as a whole: approved after another change has
+			// replaced those, they would undo it under a reason that
+			// never spoke of it.
+			if c.Base != r.RulesChange {
+				return &stateError{staleChange(c.ID, c.Base, r.RulesChange)}
+			}
 			what = rulesSummary(rulesRecord{Approval: r.Approval, Recipients: r.Recipients}, *c.Rules)
-			r.Approval, r.Recipients = c.Rules.Approval, slices.Clone(c.Rules.Recipients)
+			r.Approval, r.Recipients, r.RulesChange = c.Rules.Approval, slices.Clone(c.Rules.Recipients), c.ID
 		case c.Partner != nil:
 			if slices.ContainsFunc(r.Partners, func(p partnerRecord) bool { return p.Identity == c.Partner.Identity }) {
 				return &existsError{"partner", c.Partner.Identity}
@@ -265,6 +279,16 @@ func (p projectService) ApproveChange(ctx context.Context, req *lopnrv1.ApproveC
 	}
 	ci.reason = fmt.Sprintf("change %s proposed by %s approved: %s", ch.ID, ch.ProposedBy, what)
 	return ch.proto(rec.ID), nil
+}
+
+// staleChange says why new rules proposed over base cannot be approved now
+// that the rules of current are in force.
+func staleChange(id, base, current string) string {
+	over := "before any rules were approved"
+	if base != "" {
+		over = "when the rules of " + base + " were in force"
+	}
+	return fmt.Sprintf("change %s was proposed %s; %s's have replaced them since, and approving %s would undo that change: propose it again from the rules in force", id, over, current, id)
 }
 
 func (p projectService) ListChanges(ctx context.Context, req *lopnrv1.ListChangesRequest) (*lopnrv1.ListChangesResponse, error) {
