@@ -473,7 +473,7 @@ func TestClientRefusesBadUse(t *testing.T) {
 	}{
 		{[]string{"projects", "frobnicate"}, `unknown subcommand "frobnicate"`},
 		{[]string{"projects", "create", "p1"}, "--epm-dnr is required"},
-		{[]string{"projects", "create", "p1", "--epm-dnr", "2025-1", "--approved", approved}, "--recipient is required"},
+		{[]string{"projects", "create", "p1", "--epm-dnr", "2025-1", "--approved", approved}, "--recipient (or --recipients-file) is required"},
 		{[]string{"projects", "create", "p1", "--epm-dnr", "2025-1", "--approved", approved, "--recipient", "age1nope"}, "--recipient"},
 		{[]string{"projects", "create", "--epm-dnr", "2025-1", "--approved", approved, "--recipient", newRecipient(t)}, "one project ID"},
 		{[]string{"projects", "get"}, "one project ID"},

@@ -13,6 +13,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -180,7 +181,9 @@ func Open(opts Options) (*Runner, error) {
 		for _, j := range r.jobs {
 			all = append(all, *j)
 		}
-		slices.SortFunc(all, func(a, b Job) int { return a.Created.Compare(b.Created) })
+		// In the order they were created, ties by id: the same order
+		// at every start.
+		slices.SortFunc(all, func(a, b Job) int { return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID)) })
 		if err := opts.Recover(all); err != nil {
 			return nil, fmt.Errorf("jobs: recover: %w", err)
 		}
