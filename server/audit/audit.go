@@ -173,6 +173,9 @@ func (l *Log) Append(e Entry) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
+	if err := l.sameFile(); err != nil {
+		return Entry{}, err
+	}
 	if _, err := l.f.Write(append(b, '\n')); err != nil {
 		return Entry{}, fmt.Errorf("audit log: %w", err)
 	}
@@ -182,6 +185,24 @@ func (l *Log) Append(e Entry) (Entry, error) {
 	l.seq, l.last = e.Seq, e.Hash
 	l.tree.add(tlog.RecordHash(b))
 	return e, nil
+}
+
+// sameFile fails when the file at the log's path is no longer the one the
+// Log writes to: moved away, or replaced (by a copy cut short, say). The
+// entries would go on into a file that no one verifies, the acts they
+// record taken all the same; so nothing more is written, and every act
+// that needs an entry first is refused, until lopnrd starts again on a
+// log that extends its checkpoint.
+func (l *Log) sameFile() error {
+	open, err := l.f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	now, err := os.Stat(l.path)
+	if err != nil || !os.SameFile(open, now) {
+		return fmt.Errorf("audit log: %s is not the file lopnrd opened (it was moved, replaced or removed); nothing more is written to it", l.path)
+	}
+	return nil
 }
 
 // Head is the last entry's sequence number and hash, and the Merkle tree
