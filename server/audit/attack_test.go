@@ -39,7 +39,7 @@ func TestOperatorCannotDivertTheLogByReplacingTheFile(t *testing.T) {
 	if _, err := l.Append(Entry{Identity: "CN=bo", Action: "project.get", Project: "p1", Outcome: "denied"}); err == nil {
 		t.Error("Append with the log replaced succeeded")
 	}
-	if got := lines(t, path + ".aside"); len(got) != 3 {
+	if got := lines(t, path+".aside"); len(got) != 3 {
 		t.Errorf("the file moved aside has %d entries, want the 3 it had", len(got))
 	}
 	// Moved away and not replaced: the same.
