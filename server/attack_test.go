@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -364,5 +365,70 @@ func TestApproverCannotUndoANewerChangeWithAStaleOne(t *testing.T) {
 	}
 	if _, err := cecilia.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: again.Id}); err != nil {
 		t.Errorf("the change proposed again from the rules in force: %v", err)
+	}
+}
+
+// TestPartnerCannotLearnCohortMembershipFromMetrics: the partner's answer
+// is the same for a member's row and a non-member's, but /metrics — which
+// a Prometheus outside the operator's reach scrapes — told them apart: the
+// member's one-row import delivered a row (lopnr_delivered_rows_total of
+// the project grew by one) and its job succeeded, the non-member's job
+// failed (no data rows) and lopnr_jobs_total{state="failed"} grew. A
+// partner's import is left out of the metrics now: both uploads leave them
+// as they were.
+func TestPartnerCannotLearnCohortMembershipFromMetrics(t *testing.T) {
+	f := newFixture(t, false)
+	f.partnerProject()
+	scbKey, _ := age.GenerateX25519Identity()
+	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
+	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
+	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cohort []string
+	f.srv.cfg.Keys.Mappings(ctx(t), "p1", func(c string, _ keystore.RunNumber) error {
+		cohort = append(cohort, c)
+		return nil
+	})
+	b, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outsider string
+	for _, n := range strings.Fields(string(b)) {
+		if !slices.Contains(cohort, n) {
+			outsider = n
+			break
+		}
+	}
+	metrics := func() string {
+		var m bytes.Buffer
+		f.srv.cfg.Metrics.WriteTo(&m)
+		var keep []string
+		for _, l := range strings.Split(m.String(), "\n") {
+			if !strings.HasPrefix(l, "lopnr_audit_") { // the log grows with every call
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	h := &lopnrv1.ImportHeader{Project: "p1", Source: "scb", KeyedBy: lopnrv1.KeyedBy_KEYED_BY_PSEUDONYM, IdentityColumn: "PSEUDONYM",
+		Variables: []*lopnrv1.ImportVariable{{Column: "INKOMST"}}}
+	for _, who := range []struct{ name, number string }{{"a member", cohort[0]}, {"a non-member", outsider}} {
+		before := metrics()
+		var enc bytes.Buffer
+		r, _ := age.ParseRecipients(strings.NewReader(keys.ServiceRecipient))
+		w, _ := age.Encrypt(&enc, r...)
+		io.WriteString(w, "PSEUDONYM;INKOMST\n"+f.pseudonymOf(who.number)+";100\n")
+		w.Close()
+		up, err := upload(t, scb, h, enc.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.wait("anna", up.Job)
+		if after := metrics(); after != before {
+			t.Errorf("%s's one-row upload changed /metrics:\n%s\nto\n%s", who.name, before, after)
+		}
 	}
 }

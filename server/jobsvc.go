@@ -361,6 +361,8 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err != nil {
 		return "", errors.Join(err, s.discardStaged(d))
 	}
-	s.cfg.Metrics.Delivered(m.Project, rows, size)
+	if !s.isImport(j.ID) { // see jobChanged
+		s.cfg.Metrics.Delivered(m.Project, rows, size)
+	}
 	return m.Delivery, nil
 }

@@ -362,6 +362,12 @@ type importRecord struct {
 	Received string    `json:"received_from,omitempty"`
 }
 
+// isImport reports whether a job is a partner's import.
+func (s *Server) isImport(job string) bool {
+	_, err := s.imports.get(job)
+	return err == nil
+}
+
 // importReport is the lines a job's report begins with when the job is a
 // partner's import: the counts the partner is never told.
 func (s *Server) importReport(job string) string {

@@ -232,14 +232,23 @@ func (s *Server) Close() { s.jobs.Close() }
 
 // jobChanged is told of every state a job reaches: metrics, log, and an
 // audit entry for the final state.
+//
+// A partner's import is left out of the metrics: whether its job succeeds,
+// how long it takes and how many rows it delivers depend on how many of the
+// partner's rows are of the cohort, which whoever reads /metrics (a
+// Prometheus outside the operator's reach) must not learn, the partner
+// least of all.
 func (s *Server) jobChanged(j jobs.Job) {
-	s.cfg.Metrics.JobState(string(j.State))
+	counted := !s.isImport(j.ID)
+	if counted {
+		s.cfg.Metrics.JobState(string(j.State))
+	}
 	s.log.Info("job", "job", j.ID, "project", j.Project, "state", string(j.State))
 	if !j.State.Final() {
 		return
 	}
 	os.RemoveAll(s.workDir(j.ID)) // a job cancelled while queued, or an import's files
-	if !j.Started.IsZero() {
+	if !j.Started.IsZero() && counted {
 		s.cfg.Metrics.JobDuration(j.Finished.Sub(j.Started).Seconds())
 	}
 	outcome := map[jobs.State]string{jobs.Succeeded: "ok", jobs.Failed: "failed", jobs.Cancelled: "cancelled"}[j.State]
