@@ -84,3 +84,64 @@ func TestExtractorCannotDeliverAnIdentityNumberInLowerCase(t *testing.T) {
 		}
 	}
 }
+
+// TestExtractorCannotDeliverANumberThroughADateColumn: a column the
+// approved profile declares a date, holding identity numbers (an export
+// whose columns were shifted, or a file the extractor wrote). Kept as it
+// is, it is scanned like any value and the delivery is stopped; reduced to
+// a year or a month, a value that is no date becomes empty, in every date
+// format, and nothing of the number is delivered.
+func TestExtractorCannotDeliverANumberThroughADateColumn(t *testing.T) {
+	n := testNumber(t, 12000)
+	for _, format := range []string{"register", "YYYYMMDD", "YYYY-MM-DD"} {
+		approved := `sources:
+  - name: mfr
+    profile: mfr-export
+    profile_yaml: |
+      name: mfr-export
+      kind: events
+      identity: PNR
+      dates: {FDAT: ` + format + `}
+variables:
+  - {source: mfr, column: FDAT, transforms: [keep, year]}
+`
+		job := `project: mfr
+reference_date: 2026-11-25
+profiles:
+  - {name: mfr-export, kind: events, identity: PNR, dates: {FDAT: ` + format + `}}
+sources:
+  - {name: mfr, profile: mfr-export, path: mfr.csv}
+  - {name: cohort, profile: cohort-list, path: cohort.csv}
+cohort: {list: cohort}
+variables:
+  - {source: mfr, column: FDAT, transform: TRANSFORM}
+`
+		dir := t.TempDir()
+		rows, cohort := "PNR;FDAT\n", "PNR\n"
+		for i := range 3 {
+			child := testNumber(t, 26000+100*i)
+			rows += child + ";" + n + "\n"
+			cohort += child + "\n"
+		}
+		os.WriteFile(filepath.Join(dir, "mfr.csv"), []byte(rows), 0o600)
+		os.WriteFile(filepath.Join(dir, "cohort.csv"), []byte(cohort), 0o600)
+		for _, out := range []linkage.OutputSpec{{}, {Format: "parquet"}} {
+			js := attack(t, dir, strings.Replace(job, "TRANSFORM", "keep", 1))
+			js.Outputs = out
+			dst, got, err := deliverAttack(t, js, mustApproval(t, approved))
+			var le *LeakError
+			if !errors.As(err, &le) || le.Column != "FDAT" || countFiles(dst) != 0 {
+				t.Errorf("%s, kept, outputs %+v: err = %v, want a LeakError in FDAT and nothing delivered (delivered %q)", format, out, err, got)
+			}
+			js = attack(t, dir, strings.Replace(job, "TRANSFORM", "year", 1))
+			js.Outputs = out
+			_, got, err = deliverAttack(t, js, mustApproval(t, approved))
+			if err != nil && (strings.Contains(err.Error(), n[2:8]) || !errors.As(err, &le)) {
+				t.Errorf("%s, year, outputs %+v: err = %v", format, out, err)
+			}
+			if strings.Contains(got, n[2:8]) || strings.Contains(got, n[:4]+"\n") {
+				t.Errorf("%s, year, outputs %+v: delivered %q, which holds part of the number", format, out, got)
+			}
+		}
+	}
+}
