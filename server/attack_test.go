@@ -432,3 +432,60 @@ func TestPartnerCannotLearnCohortMembershipFromMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestOneIdentityWithTwoRolesIsStillOnePerson: four eyes count identities,
+// not roles. One identity that is extractor, approver and key holder of a
+// project proposes its rules (creating the project) and approves them,
+// submits a job and releases its delivery, proposes a change and approves
+// it, asks for a re-identification and approves it: each second step is
+// refused as its own (the tests of each rule use identities with one of
+// the two roles, refused by their role before the four-eyes check).
+func TestOneIdentityWithTwoRolesIsStillOnePerson(t *testing.T) {
+	f := newFixtureWith(t, false, testPolicy+`  "CN=ewa,O=Region Test":    {roles: {p1: [extractor, approver, keyholder]}}
+`, nil)
+	spec, _ := f.generate(60)
+	ewa := f.conn("ewa")
+	projects := lopnrv1.NewProjectServiceClient(ewa)
+	if _, err := projects.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), Recipients: []string{researcherKey(t).Recipient().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := projects.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: "c1"})
+	wantCode(t, "approving the rules it proposed", err, codes.PermissionDenied, "not the one who proposed it")
+	f.approve("p1", "bo")
+
+	j := f.runJobAs("ewa", spec)
+	if j.State != lopnrv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job: %v %s", j.State, j.Error)
+	}
+	_, err = lopnrv1.NewDeliveryServiceClient(ewa).ReleaseDelivery(ctx(t), &lopnrv1.ReleaseDeliveryRequest{Project: "p1", Delivery: j.Delivery})
+	wantCode(t, "releasing its own job's delivery", err, codes.PermissionDenied, "the person who submitted a job may not release")
+
+	c, err := projects.ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1", Reason: "personnummer after all",
+		Rules: &lopnrv1.ProjectRules{ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t), AllowPersonnummer: true,
+			Recipients: []string{researcherKey(t).Recipient().String()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = projects.ApproveChange(ctx(t), &lopnrv1.ApproveChangeRequest{Project: "p1", Id: c.Id})
+	wantCode(t, "approving the change it proposed", err, codes.PermissionDenied, "not the one who proposed it")
+
+	keys := lopnrv1.NewKeyServiceClient(ewa)
+	r, err := keys.RequestReidentification(ctx(t), &lopnrv1.RequestReidentificationRequest{Project: "p1", RunNumber: 1, Reason: "a data error in LopNr 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = keys.ApproveReidentification(ctx(t), &lopnrv1.ApproveReidentificationRequest{Project: "p1", Id: r.Id})
+	wantCode(t, "approving its own re-identification", err, codes.PermissionDenied, "not the one who asked")
+	_, err = keys.Reidentify(ctx(t), &lopnrv1.ReidentifyRequest{Project: "p1", Id: r.Id})
+	wantCode(t, "re-identifying unapproved", err, codes.FailedPrecondition, "waits for a second person's approval")
+
+	p, err := projects.GetProject(ctx(t), &lopnrv1.GetProjectRequest{Id: "p1"})
+	if err != nil || p.AllowPersonnummer {
+		t.Errorf("the project after the attempts: allow_personnummer %v (%v)", p.GetAllowPersonnummer(), err)
+	}
+	ds, err := lopnrv1.NewDeliveryServiceClient(f.conn("forskare")).ListDeliveries(ctx(t), &lopnrv1.ListDeliveriesRequest{Project: "p1"})
+	if err != nil || len(ds.Deliveries) != 0 {
+		t.Errorf("the researcher's deliveries after the attempts: %v, %v; want none released", ds, err)
+	}
+}
