@@ -489,3 +489,39 @@ func TestOneIdentityWithTwoRolesIsStillOnePerson(t *testing.T) {
 		t.Errorf("the researcher's deliveries after the attempts: %v, %v; want none released", ds, err)
 	}
 }
+
+// TestNoEvaluationWhenTheAuditLogCannotBeWritten: Evaluate lets the
+// project's pseudonyms out (the OPRF of each number a partner blinds,
+// which its uploads are keyed by), but it was not among the acts entered
+// in the audit log before they are taken: with the log unwritable the
+// partner got its evaluations, and only the entry after the stream was
+// lost. Now it is refused before the first evaluation, and the budget is
+// left as it was.
+func TestNoEvaluationWhenTheAuditLogCannotBeWritten(t *testing.T) {
+	f := newFixture(t, false)
+	f.partnerProject()
+	scbKey, _ := age.GenerateX25519Identity()
+	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
+	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
+	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.cfg.Audit.Close()
+	stream, err := scb.Evaluate(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&lopnrv1.EvaluateRequest{Project: "p1", Blinded: [][]byte{keys.OprfPublicKey, keys.OprfPublicKey}}); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if len(resp.GetEvaluated()) > 0 {
+		t.Errorf("%d evaluations given with the audit log down", len(resp.GetEvaluated()))
+	}
+	wantCode(t, "Evaluate with the audit log down", err, codes.Unavailable, "audit log")
+	rec, err := f.srv.projects.get("p1")
+	if err != nil || rec.Partners[0].Evaluated != 0 {
+		t.Errorf("the partner's budget after the refused call: %d used (%v)", rec.Partners[0].Evaluated, err)
+	}
+}

@@ -46,8 +46,8 @@ type rule struct {
 	quiet bool
 	// open RPCs need an authenticated caller and no role.
 	open bool
-	// sensitive RPCs (a release, a key file, a destruction, a
-	// re-identification, a four-eyes approval) are entered in the audit
+	// sensitive RPCs (a release, a key file, blind linkage's evaluations,
+	// a destruction, a re-identification, a four-eyes approval) are entered in the audit
 	// log, with a signed checkpoint, before the handler runs, and refused
 	// when they cannot be. Set it on every rule whose act lets data or the
 	// kodnyckel out, or removes them.
@@ -137,7 +137,7 @@ var rules = map[string]rule{
 	lopnrv1.PartnerService_RequestKeyFile_FullMethodName:    {action: "key.keyfile-request", project: projectField},
 	lopnrv1.PartnerService_ApproveKeyFile_FullMethodName:    {action: "key.keyfile-approve", project: projectField, sensitive: true},
 	lopnrv1.PartnerService_ListKeyFileGrants_FullMethodName: {action: "key.keyfile-grants", project: projectField, quiet: true},
-	lopnrv1.PartnerService_Evaluate_FullMethodName:          {action: "partner.evaluate", project: projectField},
+	lopnrv1.PartnerService_Evaluate_FullMethodName:          {action: "partner.evaluate", project: projectField, sensitive: true},
 	lopnrv1.PartnerService_ImportPartnerFile_FullMethodName: {action: "partner.import", project: importProject},
 
 	lopnrv1.AuditService_ListAudit_FullMethodName:   {action: "audit.list", project: projectField, quiet: true},
