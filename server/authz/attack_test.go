@@ -38,3 +38,36 @@ func TestPartnerCannotHoldAnotherRoleInItsProject(t *testing.T) {
 		}
 	}
 }
+
+// TestExtractorCannotAlsoBeAResearcherOfTheProject: one identity that is
+// extractor and researcher of a project writes a source file with numbers
+// encoded under an approved free-text name, submits the job, and after an
+// approver's release (who does not see the content) reads the delivery
+// (issue 15's review, "what got through", item 5). Load refuses such a
+// policy, naming the identity and the project, by project roles, global
+// ones or one of each; an extractor of one project may be a researcher of
+// another.
+func TestExtractorCannotAlsoBeAResearcherOfTheProject(t *testing.T) {
+	for _, tc := range []struct {
+		name, roles, want string
+	}{
+		{"project roles", "{roles: {p1: [extractor, approver, researcher]}}", "extractor and researcher of project p1: "},
+		{"a global extractor", "{roles: {p1: [researcher]}, global: [extractor]}", "extractor and researcher of project p1 (extractor by a global role)"},
+		{"a global researcher", "{roles: {p2: [approver], p1: [extractor]}, global: [researcher]}", "extractor and researcher of project p1 (researcher by a global role)"},
+		{"both global", "{global: [researcher, extractor]}", "the global roles extractor and researcher"},
+	} {
+		_, err := load(t, "identities:\n  \"CN=anna\": "+tc.roles+"\n")
+		if err == nil || !strings.Contains(err.Error(), `identities["CN=anna"]: `+tc.want) {
+			t.Errorf("%s: err = %v, want the policy refused with %q", tc.name, err, tc.want)
+		}
+	}
+	for _, roles := range []string{
+		"{roles: {p1: [extractor, approver], p2: [researcher]}}",
+		"{roles: {p1: [researcher, approver, keyholder]}, global: [auditor]}",
+		"{global: [extractor, admin]}",
+	} {
+		if _, err := load(t, "identities:\n  \"CN=anna\": "+roles+"\n"); err != nil {
+			t.Errorf("%s: %v", roles, err)
+		}
+	}
+}

@@ -25,6 +25,8 @@
 //
 // A partner's identity holds no other role in the projects it is a partner
 // of (Load refuses the policy): each would show it who is in the cohort.
+// Nor is one identity both extractor and researcher of a project: it
+// would write the source files and read what is delivered of them.
 //
 // The four-eyes rules — a project's rules and partners change only when a
 // second person approves, the person who submitted a job cannot release its
@@ -178,6 +180,9 @@ func Load(path string) (*Policy, error) {
 		if err := partnerAlone(id, r); err != nil {
 			return nil, fmt.Errorf("policy %s: %w", path, err)
 		}
+		if err := extractorNotResearcher(id, r); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", path, err)
+		}
 	}
 	return &p, nil
 }
@@ -205,6 +210,40 @@ func partnerAlone(id string, r IdentityRoles) error {
 		if o := others(r.Global); len(o) > 0 {
 			return fmt.Errorf("identities[%q]: a partner of every project with the global role %s too: a partner authority's identity holds no other role in its projects (it would learn who is in the cohort from its uploads); give the other role to another certificate", id, o[0])
 		}
+	}
+	return nil
+}
+
+// extractorNotResearcher refuses an identity that is extractor and
+// researcher of the same project (by its project roles, its global ones,
+// or one of each). An extractor chooses the files a job reads and can
+// write numbers into a column the approved list lets through, encoded so
+// that no guard knows them; the approver who releases the delivery does
+// not see its content. As a researcher of the project, the same person
+// would then read them: the two steps need two people.
+func extractorNotResearcher(id string, r IdentityRoles) error {
+	globalX, globalR := slices.Contains(r.Global, Extractor), slices.Contains(r.Global, Researcher)
+	if globalX && globalR {
+		return fmt.Errorf("identities[%q]: the global roles extractor and researcher: one identity may not write a project's source files and read its deliveries; give the roles to two certificates", id)
+	}
+	projects := make([]string, 0, len(r.Roles))
+	for project := range r.Roles {
+		projects = append(projects, project)
+	}
+	sort.Strings(projects)
+	for _, project := range projects {
+		rs := r.Roles[project]
+		if !(globalX || slices.Contains(rs, Extractor)) || !(globalR || slices.Contains(rs, Researcher)) {
+			continue
+		}
+		how := ""
+		switch {
+		case globalX && !slices.Contains(rs, Extractor):
+			how = " (extractor by a global role)"
+		case globalR && !slices.Contains(rs, Researcher):
+			how = " (researcher by a global role)"
+		}
+		return fmt.Errorf("identities[%q]: extractor and researcher of project %s%s: one identity may not write a project's source files and read its deliveries; give the roles to two certificates", id, project, how)
 	}
 	return nil
 }
