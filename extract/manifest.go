@@ -70,45 +70,67 @@ type Signer struct {
 	key ed25519.PrivateKey
 }
 
+// NewSignerKey returns a new Ed25519 signing key, PKCS#8 PEM: what
+// [ParseSigner] reads, for a key kept elsewhere than a file (lopnrd keeps
+// its own in the key store).
+func NewSignerKey() ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseSigner returns the signer of an Ed25519 key in PKCS#8 PEM.
+func ParseSigner(key []byte) (*Signer, error) {
+	block, _ := pem.Decode(key)
+	if block == nil {
+		return nil, errors.New("not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("not an Ed25519 key")
+	}
+	return &Signer{key: priv}, nil
+}
+
 // LoadOrCreateSigner reads the Ed25519 signing key at path (PKCS#8 PEM),
 // creating it with mode 0600, and its public key at path+".pub", on first
 // use.
 func LoadOrCreateSigner(path string) (*Signer, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
+		if b, err = NewSignerKey(); err != nil {
 			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
 			return nil, err
 		}
-		s := &Signer{key: priv}
+		s, err := ParseSigner(b)
+		if err != nil {
+			return nil, err
+		}
 		return s, os.WriteFile(path+".pub", []byte(s.PublicKey()+"\n"), 0o644)
 	}
 	if err != nil {
 		return nil, err
 	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("signing key %s: not PEM", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	s, err := ParseSigner(b)
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("signing key %s: not an Ed25519 key", path)
-	}
-	return &Signer{key: priv}, nil
+	return s, nil
 }
 
 // PublicKey returns the public key as "ed25519:<base64>".

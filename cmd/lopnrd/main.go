@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -123,9 +124,10 @@ team, approvers, researchers, partners and auditors (see docs/server.md).
 Mutual TLS is required unless --dev is given: callers are known by the
 subject of their client certificate ("CN=anna,O=Region Exempel"), and the
 policy file gives each subject its roles per project. The data directory
-keeps projects, jobs, deliveries, the audit log and the signing key; the
-kodnyckel lives in the key store (Vault with --vault-addr, else a local
-store). Deliveries go to S3 with --s3-endpoint, else to --out.
+keeps projects, jobs, deliveries and the audit log; the kodnyckel, and the
+keys that sign manifests and the log's checkpoints, live in the key store
+(Vault with --vault-addr, else a local store). Deliveries go to S3 with
+--s3-endpoint, else to --out.
 
 Every flag can also be set in the environment, named in its description.
 
@@ -141,13 +143,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("LOPNRD_TLS_CERT", ""), "server certificate, PEM ($LOPNRD_TLS_CERT)")
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("LOPNRD_TLS_KEY", ""), "server private key, PEM ($LOPNRD_TLS_KEY)")
 	fs.StringVar(&cfg.clientCA, "client-ca", env("LOPNRD_CLIENT_CA", ""), "CA certificates that sign client certificates, PEM ($LOPNRD_CLIENT_CA)")
-	fs.StringVar(&cfg.dataDir, "data-dir", env("LOPNRD_DATA_DIR", defaultDataDir()), "directory for projects, jobs, deliveries' records, the audit log and the signing key ($LOPNRD_DATA_DIR)")
+	fs.StringVar(&cfg.dataDir, "data-dir", env("LOPNRD_DATA_DIR", defaultDataDir()), "directory for projects, jobs, deliveries' records and the audit log ($LOPNRD_DATA_DIR)")
 	fs.StringVar(&cfg.sourceRoot, "source-root", env("LOPNRD_SOURCE_ROOT", ""), "directory of each project's source files, in SOURCE-ROOT/<project>/, which a job's source paths are relative to and may not lead out of (default DATA-DIR/sources) ($LOPNRD_SOURCE_ROOT)")
 	fs.StringVar(&cfg.policy, "policy", env("LOPNRD_POLICY", ""), "policy file: identities and their roles per project; required unless --dev ($LOPNRD_POLICY)")
 	fs.StringVar(&cfg.auditLog, "audit-log", env("LOPNRD_AUDIT_LOG", ""), "the hash-chained audit log (default DATA-DIR/audit.log) ($LOPNRD_AUDIT_LOG)")
 	fs.StringVar(&cfg.auditOrigin, "audit-origin", env("LOPNRD_AUDIT_ORIGIN", defaultOrigin()), "the audit log's name in its signed checkpoints, given to the checkpoint key when lopnrd first creates it in the key store; later the key's name holds ($LOPNRD_AUDIT_ORIGIN)")
 	fs.DurationVar(&cfg.checkpointEvery, "checkpoint-interval", time.Minute, "how often the audit log signs a checkpoint when it has grown (it also signs one before every sensitive act); 0 turns the periodic ones off")
-	fs.StringVar(&cfg.signingKey, "signing-key", env("LOPNRD_SIGNING_KEY", ""), "Ed25519 key that signs manifests, created on first use (default DATA-DIR/signing.key) ($LOPNRD_SIGNING_KEY)")
+	fs.StringVar(&cfg.signingKey, "signing-key", env("LOPNRD_SIGNING_KEY", ""), "file of the Ed25519 key that signs manifests, created on first use; by default the key is kept in the key store, out of reach of whoever holds the data directory ($LOPNRD_SIGNING_KEY)")
 	fs.StringVar(&cfg.out, "out", env("LOPNRD_OUT", ""), "local directory of released deliveries when no S3 endpoint is set (default DATA-DIR/deliveries); deliveries wait for release in DATA-DIR/staging, which must be on the same file system ($LOPNRD_OUT)")
 	cfg.keys.Register(fs, "")
 	cfg.s3.Register(fs)
@@ -178,6 +180,55 @@ func orIn(path, dir, name string) string {
 		return path
 	}
 	return filepath.Join(dir, name)
+}
+
+// manifestSignerName is the service key, in the key store, that signs
+// deliveries' manifests unless --signing-key names a file.
+const manifestSignerName = "manifest-signer"
+
+// manifestSigner returns the signer of deliveries' manifests: the key in
+// the file --signing-key names, or by default the key store's, out of
+// reach of whoever holds the data directory, who could otherwise alter a
+// delivery's README or codebook and sign its manifest again. The
+// DATA-DIR/signing.key of an older lopnrd is not used unless named: the
+// deliveries it signed verify with its public key (signing.key.pub) as
+// before, new ones with the key lopnrd logs at start and each delivery
+// names.
+func manifestSigner(ctx context.Context, cfg config, keys *keystore.Keystore, logger *slog.Logger) (*extract.Signer, error) {
+	if cfg.signingKey != "" {
+		if inside(cfg.signingKey, cfg.dataDir) {
+			logger.Warn("--signing-key is in the data directory: whoever can write there can alter a delivery's README or codebook and sign its manifest again; leave --signing-key out to keep the key in the key store", "signing_key_file", cfg.signingKey)
+		}
+		return extract.LoadOrCreateSigner(cfg.signingKey)
+	}
+	key, err := keys.ServiceKey(ctx, manifestSignerName, extract.NewSignerKey)
+	if err != nil {
+		return nil, fmt.Errorf("the manifest signing key: %w", err)
+	}
+	s, err := extract.ParseSigner(key)
+	if err != nil {
+		return nil, fmt.Errorf("the manifest signing key %q in the key store: %w", manifestSignerName, err)
+	}
+	if old := filepath.Join(cfg.dataDir, "signing.key"); fileExists(old) {
+		logger.Warn("the signing key file of an older lopnrd is ignored: manifests are signed with the key store's key; deliveries signed before verify with the old public key, new ones with signing_key", "ignored", old, "old_public_key", old+".pub", "signing_key", s.PublicKey())
+	}
+	return s, nil
+}
+
+// inside says whether path is dir or lies under it.
+func inside(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // run serves until ctx ends. ready, when not nil, receives the address once
@@ -267,7 +318,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	if scfg.Signer, err = extract.LoadOrCreateSigner(orIn(cfg.signingKey, cfg.dataDir, "signing.key")); err != nil {
+	if scfg.Signer, err = manifestSigner(ctx, cfg, scfg.Keys, logger); err != nil {
 		return err
 	}
 	scfg.Metrics = metrics.New()
