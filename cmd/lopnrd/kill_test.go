@@ -508,11 +508,11 @@ func (h *killHarness) check() {
 	if m == nil {
 		t.Fatal("lopnrd's log names no signing_key")
 	}
+	pub := m[1]
 	for set := range stored {
 		place, id, _ := strings.Cut(set, "/")
 		want := map[string]string{"staged": "staged", "published": "released"}[place]
 		if r, ok := recs[id]; !ok || r.State != want {
-	pub := m[1]
 			t.Errorf("%s holds %v, which no %s record accounts for (record %+v; job %+v)", set, stored[set], want, r, jobs[id])
 		}
 	}
