@@ -16,6 +16,7 @@ import (
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 	"github.com/lopnr/lopnr/server/audit"
 	"github.com/lopnr/lopnr/server/authz"
+	"github.com/lopnr/lopnr/server/internal/seal"
 	"github.com/lopnr/lopnr/server/jobs"
 )
 
@@ -412,6 +413,11 @@ func (s *Server) settleRecord(ctx context.Context, d deliveryRecord, jobSucceede
 // a delivery staged or being released.
 func (s *Server) settleStored(ctx context.Context, st extract.StoredDelivery) error {
 	d, err := s.deliveries.get(st.ID)
+	if errors.Is(err, seal.ErrAltered) {
+		// A refused record (logged) decides nothing: the files stay where
+		// they are, unpublished if staged, for the record to be restored.
+		return nil
+	}
 	if err != nil && !errors.Is(err, errNotFound) {
 		return err
 	}

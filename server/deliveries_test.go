@@ -24,6 +24,7 @@ import (
 	"github.com/lopnr/lopnr/extract"
 	"github.com/lopnr/lopnr/internal/testenv"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server/internal/seal"
 	"github.com/lopnr/lopnr/server/jobs"
 )
 
@@ -307,11 +308,18 @@ func TestRestartAccountsForEverythingInTheSink(t *testing.T) {
 		bg := context.Background()
 		n := 0
 		newID := func() string { n++; return fmt.Sprintf("20260101-%016x", n) }
+		sealer, err := seal.New(cfg.RecordKey)
+		if err != nil {
+			t.Fatal(err)
+		}
 		keepJob := func(id string, state jobs.State) {
 			t.Helper()
-			job := fmt.Sprintf(`{"id":%q,"project":"p1","submitter":"CN=anna,O=Region Test","state":%q,"created":"2026-01-01T00:00:%02dZ","last":{"stage":"file","state":%q}}`,
-				id, state, n, state)
-			if err := os.WriteFile(filepath.Join(cfg.DataDir, "jobs", id+".json"), []byte(job), 0o600); err != nil {
+			job, err := sealer.Marshal(jobs.Kind, id, jobs.Job{ID: id, Project: "p1", Submitter: "CN=anna,O=Region Test", State: state,
+				Created: time.Date(2026, 1, 1, 0, 0, n, 0, time.UTC), Last: jobs.Event{Stage: "file", State: state}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, "jobs", id+".json"), job, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}

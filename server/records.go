@@ -1,10 +1,10 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,25 +13,40 @@ import (
 	"sync"
 
 	"github.com/lopnr/lopnr/internal/atomicfile"
+	"github.com/lopnr/lopnr/server/internal/seal"
 )
 
 // records keeps values of one kind as JSON files, one per id, in a
 // directory of the server's data directory. Writes are atomic (a temporary
 // file, synced, renamed), so a crash leaves the old value or the new one.
+//
+// Each file is sealed (package seal) with a key from the key store, over
+// the directory's name, the id and the JSON: a record that whoever holds
+// the data directory edited, copied under another id or stripped of its
+// seal is refused, naming it, and the refusal is logged; it is never used.
 type records[T any] struct {
 	what string // for errors: "project", "delivery"
 	dir  string
+	kind string // what the seal binds: the directory's name
+	seal *seal.Sealer
+	log  *slog.Logger
 	mu   sync.Mutex
 }
+
+// alteredError refuses a record whose seal does not verify: a failed
+// precondition to the caller, with the record's kind and id.
+type alteredError struct{ *seal.AlteredError }
+
+func (e *alteredError) Unwrap() []error { return []error{e.AlteredError, errState} }
 
 // recordID is what an id must look like to name a file.
 var recordID = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
 
-func openRecords[T any](what, dir string) (*records[T], error) {
+func openRecords[T any](what, dir string, sealer *seal.Sealer, log *slog.Logger) (*records[T], error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &records[T]{what: what, dir: dir}, nil
+	return &records[T]{what: what, dir: dir, kind: filepath.Base(dir), seal: sealer, log: log}, nil
 }
 
 func (r *records[T]) path(id string) (string, error) {
@@ -61,8 +76,13 @@ func (r *records[T]) getLocked(id string) (T, error) {
 	if err != nil {
 		return v, err
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return v, fmt.Errorf("%s %s: damaged record: %v", r.what, id, err)
+	if err := r.seal.Unmarshal(r.kind, id, b, &v); err != nil {
+		var ae *seal.AlteredError
+		if errors.As(err, &ae) {
+			r.log.Error("record refused", "record", r.kind+"/"+id+".json", "why", ae.Why, "err", err)
+			return v, &alteredError{ae}
+		}
+		return v, fmt.Errorf("%s %s: %w", r.what, id, err)
 	}
 	return v, nil
 }
@@ -100,7 +120,7 @@ func (r *records[T]) putLocked(id string, v T) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := r.seal.Marshal(r.kind, id, v)
 	if err != nil {
 		return err
 	}
@@ -110,7 +130,8 @@ func (r *records[T]) putLocked(id string, v T) error {
 	return nil
 }
 
-// list returns every value, in id order.
+// list returns every value, in id order, but those refused as altered
+// (which getLocked logs): one altered record hides itself, not the rest.
 func (r *records[T]) list() ([]T, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -128,6 +149,9 @@ func (r *records[T]) list() ([]T, error) {
 	out := make([]T, 0, len(ids))
 	for _, id := range ids {
 		v, err := r.getLocked(id)
+		if errors.Is(err, seal.ErrAltered) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -28,8 +28,11 @@
 //
 // Projects' settings (EPM dnr, approved variables, recipients), jobs,
 // deliveries and re-identification requests are JSON files in the data
-// directory, written atomically; the kodnyckel and its retention live in
-// the key store.
+// directory, written atomically and sealed with a key from the key store
+// (Config.RecordKey), so that whoever can write the data directory but not
+// the key store cannot change what a second person approved: a record
+// whose seal does not verify is refused. The kodnyckel and its retention
+// live in the key store.
 package server
 
 import (
@@ -59,6 +62,7 @@ import (
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
 	"github.com/lopnr/lopnr/server/audit"
 	"github.com/lopnr/lopnr/server/authz"
+	"github.com/lopnr/lopnr/server/internal/seal"
 	"github.com/lopnr/lopnr/server/jobs"
 	"github.com/lopnr/lopnr/server/metrics"
 )
@@ -95,8 +99,13 @@ type Config struct {
 	Keys       *keystore.Keystore
 	Sink       Sink
 	Signer     *extract.Signer
-	Metrics    *metrics.Registry // may be nil
-	Logger     *slog.Logger      // may be nil
+	// RecordKey seals the records kept in DataDir (projects, jobs,
+	// deliveries, grants, re-identifications, imports): lopnrd takes it
+	// from the key store (Keys.ServiceKey(ctx, RecordKeyName,
+	// NewRecordKey)), out of reach of whoever holds DataDir. Required.
+	RecordKey []byte
+	Metrics   *metrics.Registry // may be nil
+	Logger    *slog.Logger      // may be nil
 	// JobLimit is how many jobs run at once; default 2.
 	JobLimit int
 	// MemoryLimit is DuckDB's memory limit per job; default 2GB.
@@ -142,8 +151,12 @@ type Server struct {
 // holds agree with the delivery records) and registers every service.
 // Close stops it.
 func New(cfg Config) (*Server, error) {
-	if cfg.DataDir == "" || cfg.Policy == nil || cfg.Audit == nil || cfg.Keys == nil || cfg.Sink == nil || cfg.Signer == nil {
-		return nil, errors.New("server: DataDir, Policy, Audit, Keys, Sink and Signer are required")
+	if cfg.DataDir == "" || cfg.Policy == nil || cfg.Audit == nil || cfg.Keys == nil || cfg.Sink == nil || cfg.Signer == nil || cfg.RecordKey == nil {
+		return nil, errors.New("server: DataDir, Policy, Audit, Keys, Sink, Signer and RecordKey are required")
+	}
+	sealer, err := seal.New(cfg.RecordKey)
+	if err != nil {
+		return nil, fmt.Errorf("server: RecordKey: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -161,26 +174,29 @@ func New(cfg Config) (*Server, error) {
 		cfg.SourceRoot = filepath.Join(cfg.DataDir, "sources")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
-	var err error
-	if s.projects, err = openRecords[projectRecord]("project", filepath.Join(cfg.DataDir, "projects")); err != nil {
+	if err := s.adoptUnsealed(sealer); err != nil {
 		return nil, err
 	}
-	if s.deliveries, err = openRecords[deliveryRecord]("delivery", filepath.Join(cfg.DataDir, "deliveries")); err != nil {
+	if s.projects, err = openRecords[projectRecord]("project", filepath.Join(cfg.DataDir, "projects"), sealer, s.log); err != nil {
 		return nil, err
 	}
-	if s.reidents, err = openRecords[reidentRecord]("re-identification", filepath.Join(cfg.DataDir, "reidentifications")); err != nil {
+	if s.deliveries, err = openRecords[deliveryRecord]("delivery", filepath.Join(cfg.DataDir, "deliveries"), sealer, s.log); err != nil {
 		return nil, err
 	}
-	if s.grants, err = openRecords[keyFileGrant]("key-file grant", filepath.Join(cfg.DataDir, "keyfile-grants")); err != nil {
+	if s.reidents, err = openRecords[reidentRecord]("re-identification", filepath.Join(cfg.DataDir, "reidentifications"), sealer, s.log); err != nil {
 		return nil, err
 	}
-	if s.imports, err = openRecords[importRecord]("import", filepath.Join(cfg.DataDir, "imports")); err != nil {
+	if s.grants, err = openRecords[keyFileGrant]("key-file grant", filepath.Join(cfg.DataDir, "keyfile-grants"), sealer, s.log); err != nil {
+		return nil, err
+	}
+	if s.imports, err = openRecords[importRecord]("import", filepath.Join(cfg.DataDir, "imports"), sealer, s.log); err != nil {
 		return nil, err
 	}
 	if s.serviceID, err = loadOrCreateIdentity(filepath.Join(cfg.DataDir, "service-age.key")); err != nil {
 		return nil, err
 	}
-	if s.jobs, err = jobs.Open(jobs.Options{Dir: cfg.DataDir, Limit: cfg.JobLimit, Work: s.work,
+	if s.jobs, err = jobs.Open(jobs.Options{Dir: cfg.DataDir, Limit: cfg.JobLimit, Work: s.work, Seal: sealer,
+		Refused: func(err error) { s.log.Error("record refused", "err", err) },
 		Cleanup: s.cleanup, Recover: s.reconcile, Clock: cfg.Clock, Notify: s.jobChanged}); err != nil {
 		return nil, err
 	}
@@ -202,6 +218,58 @@ func New(cfg Config) (*Server, error) {
 	lopnrv1.RegisterPartnerServiceServer(s.grpc, partnerService{s: s})
 	reflection.Register(s.grpc)
 	return s, nil
+}
+
+// RecordKeyName is the name of the key-store service key that seals the
+// records in the data directory (Config.RecordKey); NewRecordKey makes it
+// on first use.
+const RecordKeyName = "records"
+
+// NewRecordKey returns a new key for Config.RecordKey.
+func NewRecordKey() ([]byte, error) { return seal.NewKey() }
+
+// sealedMarker is the key-store service record that says the records in
+// the data directory are sealed: set at the first start that sealed them.
+const sealedMarker = "records-sealed"
+
+// recordKinds are the directories of the data directory whose records are
+// sealed.
+var recordKinds = []string{"projects", "deliveries", "reidentifications", "keyfile-grants", "imports", jobs.Kind}
+
+// adoptUnsealed seals, once, the records that a lopnrd before sealing
+// wrote: only while the key store has no sealedMarker, which it sets when
+// they are sealed. After that a record without a seal is refused like an
+// edited one, so that stripping a seal does not get a record adopted.
+func (s *Server) adoptUnsealed(sealer *seal.Sealer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := s.cfg.Keys.ServiceRecord(ctx, sealedMarker)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, keystore.ErrNotFound) {
+		return fmt.Errorf("server: whether the records are sealed: %w", err)
+	}
+	n := 0
+	for _, kind := range recordKinds {
+		ids, err := sealer.Adopt(filepath.Join(s.cfg.DataDir, kind), kind)
+		n += len(ids)
+		if err != nil {
+			return fmt.Errorf("server: sealing the records written before lopnrd sealed them: %w", err)
+		}
+	}
+	now := s.cfg.Clock().UTC().Format(time.RFC3339)
+	if err := s.cfg.Keys.UpdateServiceRecord(ctx, sealedMarker, func(old []byte) ([]byte, error) {
+		if old != nil {
+			return nil, nil
+		}
+		return []byte(`{"sealed_since":"` + now + `"}`), nil
+	}); err != nil {
+		return fmt.Errorf("server: marking the records sealed: %w", err)
+	}
+	s.log.Info("records sealed: the data directory's records are sealed with the key store's record key from now on",
+		"adopted", n)
+	return nil
 }
 
 // Serve serves on l until ctx ends, then drains in-flight calls, stops

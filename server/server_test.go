@@ -93,8 +93,9 @@ func newFixtureWith(t *testing.T, dev bool, policyText string, edit func(*Config
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys := keystore.New(store, keystore.Options{})
 	cfg := Config{DataDir: filepath.Join(f.dir, "data"), SourceRoot: filepath.Join(f.dir, "sources"), Policy: policy, Audit: alog,
-		Keys: keystore.New(store, keystore.Options{}), Sink: sink, Signer: signer, MemoryLimit: "1GB",
+		Keys: keys, Sink: sink, Signer: signer, RecordKey: recordKey(t, keys), MemoryLimit: "1GB",
 		Logger: slog.New(slog.NewJSONHandler(f.logs, nil))}
 	if !dev {
 		cert := f.ca.Issue(t, "lopnrd", true)
@@ -122,6 +123,17 @@ func newFixtureWith(t *testing.T, dev bool, policyText string, edit func(*Config
 		}
 	})
 	return f
+}
+
+// recordKey is the key that seals a test server's records, taken from its
+// key store as lopnrd takes it.
+func recordKey(t *testing.T, keys *keystore.Keystore) []byte {
+	t.Helper()
+	k, err := keys.ServiceKey(context.Background(), RecordKeyName, NewRecordKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // conn returns a connection as the named identity ("" for plaintext).

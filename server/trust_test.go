@@ -487,8 +487,8 @@ func TestNothingOfADestroyedProjectIsLeft(t *testing.T) {
 				}
 			}
 			if strings.Contains(path, "/jobs/") {
-				var j struct{ Spec []byte }
-				if json.Unmarshal(b, &j) == nil && len(j.Spec) > 0 {
+				var j struct{ Record struct{ Spec []byte } } // a sealed job record
+				if json.Unmarshal(b, &j) == nil && len(j.Record.Spec) > 0 {
 					found["a job spec"] = append(found["a job spec"], strings.TrimPrefix(path, f.srv.cfg.DataDir))
 				}
 			}

@@ -82,8 +82,12 @@ func startCLIServer(t *testing.T, policy string, keys *keystore.Keystore, sink s
 	if err != nil {
 		t.Fatal(err)
 	}
+	recordKey, err := keys.ServiceKey(context.Background(), server.RecordKeyName, server.NewRecordKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := server.New(server.Config{DataDir: s.dataDir, SourceRoot: s.sources, Policy: pol, Audit: alog,
-		Keys: keys, Sink: sink, Signer: signer, MemoryLimit: "1GB", Logger: slog.New(slog.NewJSONHandler(&s.logs, nil)),
+		Keys: keys, Sink: sink, Signer: signer, RecordKey: recordKey, MemoryLimit: "1GB", Logger: slog.New(slog.NewJSONHandler(&s.logs, nil)),
 		TLS: &tls.Config{Certificates: []tls.Certificate{s.ca.Issue(t, "lopnrd", true)}, ClientCAs: s.ca.Pool(),
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}})
 	if err != nil {

@@ -347,8 +347,12 @@ func readJSONDir[T any](t *testing.T, dir string) []T {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var sealed struct{ Record json.RawMessage } // lopnrd seals its records
 		var v T
-		if err := json.Unmarshal(b, &v); err != nil {
+		if err := json.Unmarshal(b, &sealed); err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		if err := json.Unmarshal(sealed.Record, &v); err != nil {
 			t.Fatalf("%s: %v", e.Name(), err)
 		}
 		out = append(out, v)

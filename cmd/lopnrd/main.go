@@ -308,6 +308,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, ready chan<- stri
 	if origin := scfg.Audit.Signed().Origin; origin != cfg.auditOrigin {
 		logger.Warn("the audit log's checkpoints keep the origin of their key, not --audit-origin", "origin", origin, "audit_origin", cfg.auditOrigin)
 	}
+	// The records in the data directory are sealed with a key from the
+	// key store: whoever holds the data directory cannot change what a
+	// second person approved.
+	if scfg.RecordKey, err = scfg.Keys.ServiceKey(ctx, server.RecordKeyName, server.NewRecordKey); err != nil {
+		return fmt.Errorf("the records' sealing key: %w", err)
+	}
 	if cfg.s3.Endpoint != "" {
 		scfg.Sink, err = cfg.s3.Open(ctx)
 	} else {

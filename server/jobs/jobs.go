@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/lopnr/lopnr/internal/atomicfile"
+	"github.com/lopnr/lopnr/server/internal/seal"
 )
 
 // State is where a job is in its life.
@@ -85,10 +85,21 @@ type Cleanup func(job Job) error
 // fails Open.
 type Recover func(jobs []Job) error
 
+// Kind is what a job record's seal binds besides its id: the directory
+// the records are kept in.
+const Kind = "jobs"
+
 // Options configure a Runner.
 type Options struct {
-	Dir     string // where jobs are kept: Dir/jobs/<id>.json
-	Limit   int    // jobs running at once; default 2
+	Dir   string // where jobs are kept: Dir/jobs/<id>.json
+	Limit int    // jobs running at once; default 2
+	// Seal seals every job record kept and opens every one read: a record
+	// whose seal does not verify (whoever holds the data directory edited
+	// it, its submitter say, or copied it under another id) is refused
+	// when Open reads it, told to Refused, and never run, listed or
+	// recovered.
+	Seal    *seal.Sealer
+	Refused func(err error) // may be nil
 	Work    Work
 	Cleanup Cleanup // may be nil
 	Recover Recover // may be nil
@@ -122,8 +133,8 @@ var ErrFinal = errors.New("the job has finished")
 // Open loads the jobs kept in opts.Dir, fails those that were running
 // (after their Cleanup), and starts those that were queued.
 func Open(opts Options) (*Runner, error) {
-	if opts.Work == nil {
-		return nil, errors.New("jobs: no Work")
+	if opts.Work == nil || opts.Seal == nil {
+		return nil, errors.New("jobs: Work and Seal are required")
 	}
 	if opts.Limit <= 0 {
 		opts.Limit = 2
@@ -144,7 +155,8 @@ func Open(opts Options) (*Runner, error) {
 	}
 	var queued []*Job
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || strings.HasPrefix(id, ".") {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -152,8 +164,17 @@ func Open(opts Options) (*Runner, error) {
 			return nil, err
 		}
 		var j Job
-		if err := json.Unmarshal(b, &j); err != nil {
-			return nil, fmt.Errorf("jobs: %s is damaged: %v", e.Name(), err)
+		if err := opts.Seal.Unmarshal(Kind, id, b, &j); err != nil {
+			if errors.Is(err, seal.ErrAltered) {
+				if opts.Refused != nil {
+					opts.Refused(err)
+				}
+				continue
+			}
+			return nil, fmt.Errorf("jobs: %w", err)
+		}
+		if j.ID != id {
+			return nil, fmt.Errorf("jobs: %s holds job %q", e.Name(), j.ID)
 		}
 		r.jobs[j.ID] = &j
 		switch j.State {
@@ -197,7 +218,7 @@ func Open(opts Options) (*Runner, error) {
 
 // save writes a job atomically: a temporary file, synced, renamed.
 func (r *Runner) save(j *Job) error {
-	b, err := json.MarshalIndent(j, "", "  ")
+	b, err := r.opts.Seal.Marshal(Kind, j.ID, j)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,22 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lopnr/lopnr/server/internal/seal"
 )
+
+// testSeal seals the job records of every test.
+var testSeal = func() *seal.Sealer {
+	k, err := seal.NewKey()
+	if err != nil {
+		panic(err)
+	}
+	s, err := seal.New(k)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 // waitFor polls until cond holds or fails the test after a minute: a
 // bound for a hung test, never a timing the test measures.
@@ -34,7 +49,7 @@ func state(r *Runner, id string) State {
 func TestRunsWatchesAndLimits(t *testing.T) {
 	release := make(chan struct{})
 	var running, most atomic.Int32
-	r, err := Open(Options{Dir: t.TempDir(), Limit: 2, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	r, err := Open(Options{Seal: testSeal, Dir: t.TempDir(), Limit: 2, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for {
@@ -104,7 +119,7 @@ func TestRunsWatchesAndLimits(t *testing.T) {
 
 func TestCancelAtAnyStage(t *testing.T) {
 	started := make(chan struct{}, 1)
-	r, err := Open(Options{Dir: t.TempDir(), Limit: 1, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	r, err := Open(Options{Seal: testSeal, Dir: t.TempDir(), Limit: 1, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return "", ctx.Err()
@@ -141,14 +156,14 @@ func TestRestart(t *testing.T) {
 		{ID: "queued1", Project: "p", State: Queued, Created: now.Add(time.Second)},
 		{ID: "done1", Project: "p", State: Succeeded, Created: now, Result: "d1"},
 	} {
-		b, _ := json.Marshal(j)
+		b, _ := testSeal.Marshal(Kind, j.ID, j)
 		os.MkdirAll(filepath.Join(dir, "jobs"), 0o700)
 		os.WriteFile(filepath.Join(dir, "jobs", j.ID+".json"), b, 0o600)
 	}
 	var cleaned []string
 	var recovered []Job
 	ran := make(chan string, 3)
-	r, err := Open(Options{Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	r, err := Open(Options{Seal: testSeal, Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		ran <- j.ID
 		return "ok", nil
 	}, Cleanup: func(j Job) error { cleaned = append(cleaned, j.ID); return nil },
@@ -186,7 +201,7 @@ func TestRestart(t *testing.T) {
 	// What is on disk says the same.
 	b, _ := os.ReadFile(filepath.Join(dir, "jobs", "running1.json"))
 	var j Job
-	json.Unmarshal(b, &j)
+	testSeal.Unmarshal(Kind, "running1", b, &j)
 	if j.State != Failed {
 		t.Fatalf("on disk: %s", j.State)
 	}
@@ -194,7 +209,7 @@ func TestRestart(t *testing.T) {
 
 func TestShutdownFailsRunningJobs(t *testing.T) {
 	started := make(chan struct{})
-	r, _ := Open(Options{Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	r, _ := Open(Options{Seal: testSeal, Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		close(started)
 		<-ctx.Done()
 		return "", ctx.Err()
@@ -210,7 +225,7 @@ func TestShutdownFailsRunningJobs(t *testing.T) {
 func TestNotifyTellsEveryState(t *testing.T) {
 	var mu sync.Mutex
 	var seen []State
-	r, err := Open(Options{Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	r, err := Open(Options{Seal: testSeal, Dir: t.TempDir(), Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		return "d1", nil
 	}, Notify: func(j Job) {
 		mu.Lock()
@@ -239,10 +254,10 @@ func TestNotifyTellsEveryState(t *testing.T) {
 func TestRecoverErrorFailsOpen(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "jobs"), 0o700)
-	b, _ := json.Marshal(Job{ID: "queued1", Project: "p", State: Queued})
+	b, _ := testSeal.Marshal(Kind, "queued1", Job{ID: "queued1", Project: "p", State: Queued})
 	os.WriteFile(filepath.Join(dir, "jobs", "queued1.json"), b, 0o600)
 	ran := make(chan string, 1)
-	_, err := Open(Options{Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+	_, err := Open(Options{Seal: testSeal, Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
 		ran <- j.ID
 		return "", nil
 	}, Recover: func([]Job) error { return errors.New("the bucket is gone") }})
@@ -252,6 +267,81 @@ func TestRecoverErrorFailsOpen(t *testing.T) {
 	select {
 	case id := <-ran:
 		t.Fatalf("job %s ran although Open failed", id)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestOperatorCannotAlterAJobRecord: whoever holds the data directory
+// edits a job record (its submitter: the four-eyes check of its release),
+// copies one under another id, or writes one without a seal. Open refuses
+// each, tells Refused naming the record, and neither runs, lists nor
+// recovers it; the sealed jobs are as they were.
+func TestOperatorCannotAlterAJobRecord(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "jobs"), 0o700)
+	keep := func(id string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "jobs", id+".json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	done, _ := testSeal.Marshal(Kind, "done1", Job{ID: "done1", Project: "p", Submitter: "anna", State: Succeeded, Created: now})
+	keep("done1", done)
+	edited, _ := testSeal.Marshal(Kind, "edited1", Job{ID: "edited1", Project: "p", Submitter: "anna", State: Succeeded, Created: now})
+	operator := strings.Replace(string(edited), `"submitter": "anna"`, `"submitter": "operator"`, 1)
+	if operator == string(edited) {
+		t.Fatal("the edit found no submitter")
+	}
+	keep("edited1", []byte(operator))
+	queued, _ := testSeal.Marshal(Kind, "queued1", Job{ID: "queued1", Project: "p", Submitter: "anna", State: Queued, Created: now})
+	keep("copied1", queued) // a queued job's record under another id
+	plain, _ := json.Marshal(Job{ID: "plain1", Project: "p", Submitter: "operator", State: Queued, Created: now})
+	keep("plain1", plain)
+
+	var refused []string
+	ran := make(chan string, 4)
+	var recovered []string
+	r, err := Open(Options{Seal: testSeal, Dir: dir, Work: func(ctx context.Context, j Job, report func(Event)) (string, error) {
+		ran <- j.ID
+		return "", nil
+	}, Refused: func(err error) { refused = append(refused, err.Error()) },
+		Recover: func(all []Job) error {
+			for _, j := range all {
+				recovered = append(recovered, j.ID)
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	slices.Sort(refused)
+	want := []string{"jobs/copied1.json was altered outside lopnrd (it is sealed as jobs/queued1",
+		"jobs/edited1.json was altered outside lopnrd (its seal does not verify)",
+		"jobs/plain1.json was altered outside lopnrd (it has no seal)"}
+	if len(refused) != len(want) {
+		t.Fatalf("refused %q, want %d refusals", refused, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(refused[i], want[i]) {
+			t.Errorf("refusal %q, want it to begin %q", refused[i], want[i])
+		}
+	}
+	if !slices.Equal(recovered, []string{"done1"}) {
+		t.Errorf("Recover saw %v, want only done1", recovered)
+	}
+	for _, id := range []string{"edited1", "copied1", "plain1", "queued1"} {
+		if _, err := r.Get(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%s) = %v, want not found", id, err)
+		}
+	}
+	if l := r.List(""); len(l) != 1 || l[0].ID != "done1" || l[0].Submitter != "anna" {
+		t.Errorf("List = %+v, want done1 alone", l)
+	}
+	select {
+	case id := <-ran:
+		t.Errorf("job %s ran", id)
 	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,7 +77,7 @@ type envelope struct {
 type stamp struct {
 	Kind string `json:"kind"`
 	ID   string `json:"id"`
-	MAC  string `json:"hmac_sha256"`
+	MAC  string `json:"hmac_sha256"` // unpadded base64url: few digits, never read as an identity number
 }
 
 // mac is HMAC-SHA256 over the kind, the id and the record's compact JSON,
@@ -108,7 +108,7 @@ func (s *Sealer) seal(kind, id string, rec []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.MarshalIndent(envelope{Seal: &stamp{Kind: kind, ID: id, MAC: hex.EncodeToString(s.mac(kind, id, c))},
+	return json.MarshalIndent(envelope{Seal: &stamp{Kind: kind, ID: id, MAC: base64.RawURLEncoding.EncodeToString(s.mac(kind, id, c))},
 		Record: c}, "", "  ")
 }
 
@@ -147,7 +147,7 @@ func (s *Sealer) open(kind, id string, b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, &AlteredError{Kind: kind, ID: id, Why: "it has no seal"}
 	}
-	got, err := hex.DecodeString(e.Seal.MAC)
+	got, err := base64.RawURLEncoding.DecodeString(e.Seal.MAC)
 	if err != nil || !hmac.Equal(got, s.mac(kind, id, c)) {
 		why := "its seal does not verify"
 		if e.Seal.Kind != kind || e.Seal.ID != id {
