@@ -11,11 +11,19 @@
 //	go run ./bench/partnerbench -prepare -out DIR -cohort 100000 -members 100000 -others 400000 -rows-per-person 2
 //	lopnrd --dev --policy DIR/policy.yaml --data-dir DIR/data &
 //	lopnr projects create partnerbench --dev --epm-dnr 2026-00000-01 --approved DIR/approved.yaml --recipient "$(cat DIR/recipient.txt)"
-//	go run ./bench/partnerbench -assign -out DIR        # the cohort's LopNr, into lopnrd's local key store
-//	lopnr partners register partnerbench "CN=dev,O=lopnrd --dev" --dev --recipient "$(cat DIR/recipient.txt)" --budget 10000000
-//	lopnr partner blind --dev --project partnerbench DIR/partner.csv DIR/partner.pseud.csv
-//	lopnr partner upload --dev --project partnerbench --source scb_inkomst --keyed-by pseudonym --variable INKOMST --variable AR --variable KOMMUN DIR/partner.pseud.csv
+//	lopnr projects approve partnerbench c1 --dev --as approver     # the second person approves the rules
+//	go run ./bench/partnerbench -assign -out DIR                    # the cohort's LopNr, into lopnrd's local key store
+//	lopnr partners register partnerbench "CN=dev-partner,O=lopnrd --dev" --dev --recipient "$(cat DIR/recipient.txt)" \
+//	    --exchange blind --budget 10000000 --reason "partnerbench"  # prints the change, CHANGE
+//	lopnr projects approve partnerbench CHANGE --dev --as approver  # the second person approves the registration
+//	lopnr partner blind --dev --as partner --project partnerbench DIR/partner.csv DIR/partner.pseud.csv
+//	lopnr partner upload --dev --as partner --project partnerbench --source scb_inkomst --keyed-by pseudonym --variable INKOMST --variable AR --variable KOMMUN DIR/partner.pseud.csv
 //	lopnr watch --dev JOB
+//
+// The policy gives each dev identity only what its step needs, as lopnrd
+// requires of a real policy: the default identity creates the project,
+// registers the partner and follows the job (admin, extractor), another
+// approves (approver), and the partner is nothing else in the project.
 //
 // The cohort's identity numbers are made up at run time (as the synthetic
 // generator's are) and written only into DIR.
@@ -100,7 +108,8 @@ func prepareData(dir string, cohort, members, others, rowsPer int) error {
 	}
 	files := map[string]string{
 		"recipient.txt": researcher.Recipient().String() + "\n",
-		"policy.yaml":   fmt.Sprintf("identities:\n  %q: {global: [admin, extractor, approver, partner, auditor]}\n", server.DevIdentity),
+		"policy.yaml": fmt.Sprintf("identities:\n  %q: {global: [admin, extractor]}\n  %q: {roles: {%s: [approver]}}\n  %q: {roles: {%s: [partner]}}\n",
+			server.DevIdentity, devIdentity("approver"), project, devIdentity("partner"), project),
 		"approved.yaml": synth.ApprovedWithPartner("scb_inkomst", "INKOMST", "AR", "KOMMUN"),
 		"truth.txt": fmt.Sprintf("rows %d, member rows %d, other rows %d, member persons %d, other persons %d\n",
 			truth.Rows, truth.MemberRows, truth.OtherRows, truth.MemberPersons, truth.OtherPersons),
@@ -114,6 +123,10 @@ func prepareData(dir string, cohort, members, others, rowsPer int) error {
 		len(numbers), truth.Rows, truth.MemberPersons, truth.OtherPersons, time.Since(start).Round(time.Millisecond))
 	return nil
 }
+
+// devIdentity is the identity lopnrd --dev gives a caller that claims name
+// (lopnr --dev --as NAME).
+func devIdentity(name string) string { return "CN=dev-" + name + ",O=lopnrd --dev" }
 
 // readNumbers reads the canonical numbers of a partner file's persons.
 func readNumbers(path string) ([]string, error) {

@@ -23,14 +23,18 @@ for _ in $(seq 50); do grep -q '"lopnrd serving"' "$dir/lopnrd.log" && break; sl
 
 recipient=$(cat "$dir/recipient.txt")
 "$bin/lopnr" projects create partnerbench --epm-dnr 2026-00000-01 --approved "$dir/approved.yaml" --recipient "$recipient" > /dev/null
+"$bin/lopnr" projects approve partnerbench c1 --as approver > /dev/null   # four eyes: a second person approves the rules
 "$bin/partnerbench" -assign -out "$dir"
-"$bin/lopnr" partners register partnerbench "CN=dev,O=lopnrd --dev" --recipient "$recipient" --budget 10000000 > /dev/null
+reg=$("$bin/lopnr" partners register partnerbench "CN=dev-partner,O=lopnrd --dev" --recipient "$recipient" \
+	--exchange blind --budget 10000000 --reason "partnerbench")
+change=$(awk '/lopnr projects approve/ {print $NF}' <<< "$reg")
+"$bin/lopnr" projects approve partnerbench "$change" --as approver > /dev/null   # and the partner's registration
 
 cat "$dir/truth.txt"
 t0=$(date +%s.%N)
-/usr/bin/time -f "blind: %e s, peak %M kB (lopnr)" "$bin/lopnr" partner blind --project partnerbench "$dir/partner.csv" "$dir/partner.pseud.csv" 2> >(grep -v '^lopnr: blind' >&2)
+/usr/bin/time -f "blind: %e s, peak %M kB (lopnr)" "$bin/lopnr" partner blind --as partner --project partnerbench "$dir/partner.csv" "$dir/partner.pseud.csv" 2> >(grep -v '^lopnr: blind' >&2)
 t1=$(date +%s.%N)
-up=$("$bin/lopnr" partner upload --project partnerbench --source scb_inkomst --keyed-by pseudonym \
+up=$("$bin/lopnr" partner upload --as partner --project partnerbench --source scb_inkomst --keyed-by pseudonym \
 	--variable INKOMST --variable AR --variable KOMMUN "$dir/partner.pseud.csv")
 echo "$up"
 t2=$(date +%s.%N)
