@@ -159,7 +159,7 @@ func (js jobService) SubmitJob(ctx context.Context, req *lopnrv1.SubmitJobReques
 			return nil, &fieldError{fmt.Sprintf("spec: sources[%d].profile", i), "a profile other than " + linkage.PartnerImport + ", which only lopnrd's partner imports read with"}
 		}
 	}
-	rec, err := s.approvedProject(spec.Project) // jobs use only approved rules
+	rec, err := s.approvedProject(ctx, spec.Project) // jobs use only approved rules
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err != nil {
 		return "", err
 	}
-	rec, err := s.approvedProject(j.Project) // the rules approved now, not at submission
+	rec, err := s.approvedProject(ctx, j.Project) // the rules approved now, not at submission
 	if err != nil {
 		return "", err
 	}

@@ -148,6 +148,9 @@ func (s *Server) registered(ctx context.Context, project, exchange string) (proj
 	if err := rec.live(); err != nil {
 		return rec, partnerRecord{}, err
 	}
+	if err := s.checkApprovals(ctx, rec); err != nil {
+		return rec, partnerRecord{}, err
+	}
 	id := call(ctx).identity
 	i := slices.IndexFunc(rec.Partners, func(p partnerRecord) bool { return p.Identity == id })
 	if i < 0 {
@@ -419,7 +422,7 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	if err != nil {
 		return err
 	}
-	if rec, err = s.approvedProject(rec.ID); err != nil {
+	if rec, err = s.approvedProject(ctx, rec.ID); err != nil {
 		return err
 	}
 	if _, err := s.cfg.Keys.Project(ctx, rec.ID); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -274,6 +275,9 @@ func (p projectService) ApproveChange(ctx context.Context, req *lopnrv1.ApproveC
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkApprovals(ctx, rec); err != nil {
+		return nil, err
+	}
 	if ch.Partner != nil {
 		ch.Partner.ApprovedBy = ch.ApprovedBy
 	}
@@ -309,7 +313,7 @@ func (p projectService) ListChanges(ctx context.Context, req *lopnrv1.ListChange
 // approvedProject returns a project for a job: one whose rules a second
 // person has approved, and which is not destroyed. Jobs use only the
 // approved rules.
-func (s *Server) approvedProject(id string) (projectRecord, error) {
+func (s *Server) approvedProject(ctx context.Context, id string) (projectRecord, error) {
 	rec, err := s.projects.get(id)
 	if err != nil {
 		return rec, err
@@ -317,10 +321,61 @@ func (s *Server) approvedProject(id string) (projectRecord, error) {
 	if err := rec.live(); err != nil {
 		return rec, err
 	}
+	if err := s.checkApprovals(ctx, rec); err != nil {
+		return rec, err
+	}
 	if !rec.approved() {
 		return rec, &stateError{fmt.Sprintf("project %s has no approved rules yet: a second person approves its proposed change (lopnr projects changes %s; lopnr projects approve %s CHANGE)", id, id, id)}
 	}
 	return rec, nil
+}
+
+// lastApproved is the number of the newest approved change of a project
+// (rules or a partner's registration), 0 for none. Changes are numbered
+// in the order they were proposed, and each approved change of rules was
+// proposed over the rules in force, so a project's approved changes only
+// ever grow.
+func (r projectRecord) lastApproved() int {
+	n := 0
+	for _, c := range r.Changes {
+		if c.ApprovedBy != "" {
+			if i, err := strconv.Atoi(strings.TrimPrefix(c.ID, "c")); err == nil && i > n {
+				n = i
+			}
+		}
+	}
+	return n
+}
+
+// approvalsRecord is the key-store service record that keeps the newest
+// approved change of a project, out of the data directory's reach.
+func approvalsRecord(project string) string { return "approvals." + project }
+
+// checkApprovals refuses a project record that the newest approved change
+// in the key store is not in: an older version put back in the data
+// directory (sealed records stop edits, not rollbacks), which would bring
+// back rules or a partner a later change replaced. A record ahead of the
+// key store is an approval cut short between its two writes: the key
+// store is brought up to it.
+func (s *Server) checkApprovals(ctx context.Context, rec projectRecord) error {
+	have := rec.lastApproved()
+	return s.cfg.Keys.UpdateServiceRecord(ctx, approvalsRecord(rec.ID), func(old []byte) ([]byte, error) {
+		kept := 0
+		if old != nil {
+			var err error
+			if kept, err = strconv.Atoi(string(old)); err != nil {
+				return nil, fmt.Errorf("project %s: the key store's record of its approvals is damaged", rec.ID)
+			}
+		}
+		switch {
+		case have < kept:
+			s.log.Error("record refused", "record", "projects/"+rec.ID+".json", "why", "rolled back", "approved", have, "key_store", kept)
+			return nil, &stateError{fmt.Sprintf("projects/%s.json was put back to an older version (its newest approved change is c%d, the key store's c%d) and is refused; restore the newest copy", rec.ID, have, kept)}
+		case have > kept || old == nil:
+			return []byte(strconv.Itoa(have)), nil
+		}
+		return nil, nil
+	})
 }
 
 func field(name string, i int) string { return name + "[" + itoa(i) + "]" }

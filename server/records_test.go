@@ -416,3 +416,65 @@ func TestUnsealedRecordsAreAdoptedOnceAndAStrippedSealIsRefused(t *testing.T) {
 	}
 	f.wantRefusalLogged("jobs/" + j.Id + ".json")
 }
+
+// TestOperatorCannotRollBackAProjectsRules: a sealed record cannot be
+// edited, but an older sealed version of it can be put back. The rules a
+// change replaced — here a lost researcher's key, removed by an approved
+// change — would come back with the copy an operator kept. The key store
+// keeps the newest approved change of each project, and a record behind
+// it is refused.
+func TestOperatorCannotRollBackAProjectsRules(t *testing.T) {
+	f := newFixture(t, false)
+	spec, _ := f.generate(60)
+	researcher, lost := researcherKey(t), researcherKey(t)
+	projects := lopnrv1.NewProjectServiceClient(f.conn("drift"))
+	if _, err := projects.CreateProject(ctx(t), &lopnrv1.CreateProjectRequest{Id: "p1", EpmDnr: "2026-00000-01",
+		ApprovedVariables: approvedVariables(t), ApprovedSources: approvedSources(t),
+		Recipients: []string{researcher.Recipient().String(), lost.Recipient().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p1", "bo")
+	file := f.recordFile("projects", "p1")
+	kept, err := os.ReadFile(file) // the operator's copy, with the lost key
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lopnrv1.NewProjectServiceClient(f.conn("cecilia")).ProposeChange(ctx(t), &lopnrv1.ProposeChangeRequest{Project: "p1",
+		Reason: "a researcher lost their key", Rules: &lopnrv1.ProjectRules{ApprovedVariables: approvedVariables(t),
+			ApprovedSources: approvedSources(t), Recipients: []string{researcher.Recipient().String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.approve("p1", "bo")
+	newest, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(file, kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jobs := lopnrv1.NewJobServiceClient(f.conn("anna"))
+	j, err := jobs.SubmitJob(ctx(t), &lopnrv1.SubmitJobRequest{Spec: spec})
+	if err == nil {
+		if j = f.wait("anna", j.Id); j.State == lopnrv1.JobState_JOB_STATE_SUCCEEDED {
+			if _, err := lopnrv1.NewDeliveryServiceClient(f.conn("bo")).ReleaseDelivery(ctx(t), &lopnrv1.ReleaseDeliveryRequest{Project: "p1", Delivery: j.Delivery}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Fatalf("a job on the rules put back was taken (%v); the lost key reads %d files of the released delivery", j.State, f.readsAny(lost))
+	}
+	wantCode(t, "a job on the rules put back", err, codes.FailedPrecondition, "projects/p1.json was put back to an older version")
+	if !strings.Contains(f.logs.String(), `"msg":"record refused","record":"projects/p1.json","why":"rolled back"`) {
+		t.Errorf("the server's log does not say it refused the record put back")
+	}
+
+	if err := os.WriteFile(file, newest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if j := f.runJobAs("anna", spec); j.State != lopnrv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("a job on the newest rules: %v %s", j.State, j.Error)
+	}
+	if n := f.readsAny(lost); n > 0 {
+		t.Errorf("the lost key reads %d delivered files", n)
+	}
+}
