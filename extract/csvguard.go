@@ -2,6 +2,8 @@ package extract
 
 import (
 	"fmt"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lopnr/lopnr/linkage/personnummer"
 )
@@ -11,7 +13,10 @@ import (
 // alike, without splitting them into values: every run of the characters
 // an identity number is written with (digits, - and +, the interim and
 // reserve letters) that starts after a non-digit is tried in each length
-// of a number, as hasIdentity tries a value. Values in a CSV file are
+// of a number, as hasIdentity tries a value. A character other than ASCII
+// is read as fold reads it, so that a number written with an en dash, a
+// minus sign or fullwidth digits is a number to the guard as to a
+// reader; it costs nothing on bytes below 0x80. Values in a CSV file are
 // separated by a delimiter, quotes and line ends, none of which a number
 // holds (a job spec's delimiter is never a digit, a letter, - or +), so
 // this finds every number any CSV reader finds in a value, whatever the
@@ -37,6 +42,11 @@ type csvGuard struct {
 	rn     int
 	starts uint16 // bit k: run[k] is a digit after a non-digit
 	digit  bool
+	// A character other than ASCII so far: its bytes, how many there
+	// are, and how many it has.
+	u     [4]byte
+	un    int
+	uneed int
 
 	// The split, for names.
 	header  []string
@@ -65,6 +75,8 @@ const (
 	digit   = 1 << iota // 0-9
 	part                // - + and the interim and reserve letters
 	special             // '"', '\n' or the delimiter
+	wide                // the first byte of a character that fold may change
+	cont                // a byte after the first of a character other than ASCII
 )
 
 var numberClass = func() (c [256]uint8) {
@@ -76,8 +88,36 @@ var numberClass = func() (c [256]uint8) {
 	for _, b := range "-+TRSUWXJKLMNtrsuwxjklmn" {
 		c[b] = part
 	}
+	// Of the bytes of a character other than ASCII, the scan sees
+	// only the first bytes of the characters fold changes, and the
+	// bytes after the first (which it skips unless they follow such a
+	// first byte): other characters are taken as the common byte.
+	for b := 0x80; b < 0xc0; b++ {
+		c[b] = cont
+	}
+	for _, t := range []*unicode.RangeTable{foldedDigits, foldedParts} {
+		for _, g := range t.R16 {
+			for r := rune(g.Lo); r <= rune(g.Hi); r += rune(g.Stride) {
+				if r >= 0x80 {
+					c[firstByte(r)] = wide
+				}
+			}
+		}
+		for _, g := range t.R32 {
+			for r := rune(g.Lo); r <= rune(g.Hi); r += rune(g.Stride) {
+				c[firstByte(r)] = wide
+			}
+		}
+	}
 	return c
 }()
+
+// firstByte is the first byte of r in UTF-8: r itself if ASCII.
+func firstByte(r rune) byte {
+	var b [utf8.UTFMax]byte
+	utf8.EncodeRune(b[:], r)
+	return b[0]
+}
 
 func newCSVGuard(next writer, file string, delim byte, p *personnummer.Parser) *csvGuard {
 	return &csvGuard{next: next, file: file, delim: delim, p: p, keep: true, val: make([]byte, 0, 256)}
@@ -88,18 +128,27 @@ func (g *csvGuard) Write(b []byte) (int, error) {
 	class['"'] |= special
 	class['\n'] |= special
 	class[g.delim] |= special
+	un := g.un // kept in a register; g.un for the methods
 	for _, c := range b {
 		k := class[c]
-		if k&(digit|part) == 0 {
+		if k&(digit|part) != 0 && un == 0 {
+			if err := g.scan(c, k&digit != 0); err != nil {
+				return 0, err
+			}
+		} else if k&(digit|part|wide|cont) == 0 || k == cont && un == 0 {
 			// The common case: the end of a run, if any.
 			if g.rn >= 10 {
 				if err := g.check(); err != nil {
 					return 0, err
 				}
 			}
-			g.rn, g.digit = 0, false
-		} else if err := g.scan(c, k); err != nil {
-			return 0, err
+			g.rn, g.digit, un = 0, false, 0
+		} else {
+			g.un = un
+			if err := g.scanWide(c, k); err != nil {
+				return 0, err
+			}
+			un = g.un
 		}
 		if k&special != 0 || g.quote {
 			g.split(c)
@@ -110,18 +159,16 @@ func (g *csvGuard) Write(b []byte) (int, error) {
 			g.add(c)
 		}
 	}
+	g.un = un
 	return g.next.Write(b)
 }
 
 // end checks what the stream ends with: a number at its very end, and a
 // last record without a line end (DuckDB's always has one).
 func (g *csvGuard) end() error {
-	if g.rn >= 10 {
-		if err := g.check(); err != nil {
-			return err
-		}
+	if err := g.endRun(); err != nil {
+		return err
 	}
-	g.rn = 0
 	if !g.inQuote && g.field == 0 && g.n == 0 {
 		return nil
 	}
@@ -130,10 +177,66 @@ func (g *csvGuard) end() error {
 	return nil
 }
 
-// scan takes the next byte c of a run, of class k: a byte other than a
-// digit ends the candidates before it, which it checks first.
-func (g *csvGuard) scan(c byte, k uint8) error {
-	isDigit := k&digit != 0
+// scanWide takes a byte of a character other than ASCII whose first byte
+// is one of those fold may change, or an ASCII byte of a number after such
+// a first byte (a character cut short, which ends the run): the
+// character's bytes wait for the last, and the character is then taken as
+// fold reads it.
+func (g *csvGuard) scanWide(c byte, k uint8) error {
+	if k&(wide|cont) == 0 { // ASCII after a character cut short
+		if err := g.endRun(); err != nil {
+			return err
+		}
+		return g.scan(c, k&digit != 0)
+	}
+	if k&wide != 0 { // the first byte of a character
+		if g.un > 0 {
+			if err := g.endRun(); err != nil {
+				return err
+			}
+		}
+		g.u[0], g.un, g.uneed = c, 1, 2
+		if c >= 0xe0 {
+			g.uneed++
+		}
+		if c >= 0xf0 {
+			g.uneed++
+		}
+		return nil
+	}
+	g.u[g.un] = c
+	g.un++
+	if g.un < g.uneed {
+		return nil
+	}
+	r, _ := utf8.DecodeRune(g.u[:g.un])
+	g.un = 0
+	switch f := fold(r); {
+	case f < 0:
+		return nil // shows nothing: the run goes on
+	case f >= '0' && f <= '9':
+		return g.scan(byte(f), true)
+	case f == '-' || f == '+':
+		return g.scan(byte(f), false)
+	}
+	return g.endRun()
+}
+
+// endRun ends the run before a byte that is no part of a number.
+func (g *csvGuard) endRun() error {
+	if g.rn >= 10 {
+		if err := g.check(); err != nil {
+			return err
+		}
+	}
+	g.rn, g.digit, g.un = 0, false, 0
+	return nil
+}
+
+// scan takes the next byte c of a run (ASCII: a digit when isDigit, else
+// - + or a letter): a byte other than a digit ends the candidates before
+// it, which it checks first.
+func (g *csvGuard) scan(c byte, isDigit bool) error {
 	if !isDigit && g.rn >= 10 {
 		if err := g.check(); err != nil {
 			return err

@@ -2,6 +2,7 @@ package extract
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -181,4 +182,62 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// benchCSV is 64 MiB of CSV shaped like a delivery: a LopNr, dates, codes
+// and numbers (a delivery of registers), or, for free text, TakeCare's
+// notes with Swedish letters, en dashes and quotes as well.
+func benchCSV(freeText bool) []byte {
+	texts := []string{
+		"Inläggning för bröstsmärta; EKG utan anmärkning",
+		`"Pat. uppger ""tryck över bröstet"" sedan i morse"`,
+		"Ordinerat Trombyl 75 mg x 1",
+		"Återbesök om 3–4 månader",
+		`"Blodtryck 145/90; kontroll på vårdcentralen ""om två veckor"""`,
+		"Överförd till avd. 12 (hjärtintensiven) 2019-03-04 – 2019-03-11",
+		"Hosta och feber sedan fem dagar. Lungröntgen: infiltrat höger",
+		"Fallolycka i hemmet; misstänkt höftfraktur, rtg 20190304 1432",
+	}
+	var b strings.Builder
+	if freeText {
+		b.WriteString("LopNr;Datum;Text\n")
+	} else {
+		b.WriteString("LopNr;HDIA;INDATUM;OP;ATC;EDATUM;ULORSAK;VIKT\n")
+	}
+	for i := 0; b.Len() < 64<<20; i++ {
+		if freeText {
+			fmt.Fprintf(&b, "%d;2019-%02d-%02d;%s\n", 100000+i%70000, 1+i%12, 1+i%28, texts[i%len(texts)])
+		} else {
+			fmt.Fprintf(&b, "%d;I2%d;2019-%02d;AB%03d;C07AB0%d;%d;I2%d;%d\n", 100000+i%70000, i%10, 1+i%12, i%1000, i%10, 2010+i%12, i%7, 2500+i%2000)
+		}
+	}
+	return []byte(b.String())
+}
+
+// BenchmarkCSVGuard measures the CSV guard's throughput on 64 MiB of
+// delivery-like CSV, in the 256 KiB pieces copyCSV reads.
+func BenchmarkCSVGuard(b *testing.B) {
+	p := personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+	for _, kind := range []struct {
+		name string
+		free bool
+	}{{"registers", false}, {"free text", true}} {
+		data := benchCSV(kind.free)
+		b.Run(kind.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				g := newCSVGuard(io.Discard, "f.csv", ';', p)
+				for s := data; len(s) > 0; {
+					k := min(256<<10, len(s))
+					if _, err := g.Write(s[:k]); err != nil {
+						b.Fatal(err)
+					}
+					s = s[k:]
+				}
+				if err := g.end(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

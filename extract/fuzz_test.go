@@ -87,6 +87,7 @@ func FuzzCSVGuard(f *testing.F) {
 	f.Add(";", []byte("LopNr\x1fA\x1fB\x1e1\x1fx;y\x1f\"q\"\x1e2\x1f\x1fline\nbreak"), uint16(0), uint8(0))
 	f.Add("\t", []byte("LopNr;Text\n1;\"a;\"\"b\"\"\"\n2;12345678\n"), uint16(3), uint8(1))
 	f.Add("|", []byte("a|b\x1e1|2\x1e3|4"), uint16(1), uint8(2))
+	f.Add(";", []byte("LopNr;Text\n1;\"Återbesök 2–3 v\"\n2;１２３\u200b4–\xe2\x80;\xe2\n"), uint16(5), uint8(17))
 	p := personnummer.NewParser(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
 	planted := plantable(f)
 	f.Fuzz(func(t *testing.T, d string, data []byte, cell uint16, form uint8) {
@@ -110,7 +111,7 @@ func FuzzCSVGuard(f *testing.F) {
 			records = append(records, rec)
 		}
 		if form%4 != 0 && len(records) > 1 {
-			n := planted[int(form)%len(planted)]
+			n := planted[int(form/4)%len(planted)]
 			r := 1 + int(cell)%(len(records)-1)
 			if form%4 == 3 {
 				r = 0
@@ -240,7 +241,9 @@ func count(records [][]string) int {
 	return n
 }
 
-// plantable returns a Skatteverket test number in the forms a leak takes.
+// plantable returns a Skatteverket test number in the forms a leak takes,
+// typographic ones included (an en dash, a minus sign, fullwidth digits,
+// a soft hyphen).
 func plantable(f *testing.F) []string {
 	b, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
 	if err != nil {
@@ -250,7 +253,9 @@ func plantable(f *testing.F) []string {
 	if len(n) != 12 {
 		f.Fatalf("test number %q", n)
 	}
-	return []string{n, n[2:8] + "-" + n[8:], n[:8] + "-" + n[8:], n[2:]}
+	fullwidth := func(s string) string { return strings.Map(func(r rune) rune { return r - '0' + '０' }, s) }
+	return []string{n, n[2:8] + "-" + n[8:], n[:8] + "-" + n[8:], n[2:],
+		n[:8] + "–" + n[8:], n[2:8] + "\u2212" + n[8:], fullwidth(n[:8]) + "-" + fullwidth(n[8:]), n[:4] + "\u00ad" + n[4:]}
 }
 
 // FuzzVerifyManifest: a signed manifest verifies, and flipping any bits

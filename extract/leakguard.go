@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/unicode/rangetable"
 
 	"github.com/duckdb/duckdb-go/v2"
 
@@ -41,9 +44,110 @@ func (e *LeakError) Unwrap() error { return ErrLeak }
 
 // candidate is a cheap prefilter, run by DuckDB on every value: digits in
 // any of the forms of an identity number (10 or 12 digits, a separator, an
-// interim letter), not inside a longer run of digits. Only values it
-// matches reach the exact check in Go.
-const candidate = `(^|[^0-9])([0-9]{6}|[0-9]{8})[-+]?[0-9TRSUWXJKLMNtrsuwxjklmn][0-9]{3}([^0-9]|$)|(^|[^0-9])[0-9]{8}[KMXkmx][0-9]{3}([^0-9]|$)`
+// interim letter), not inside a longer run of digits; or a character that
+// fold reads as part of a number, where it may be inside one: a decimal
+// digit other than 0-9 anywhere, or one of the other characters fold
+// changes (a dash, a plus, a character nothing shows) after a character a
+// number is written with. Only values it matches reach the exact check in
+// Go.
+var candidate = `(^|[^0-9])([0-9]{6}|[0-9]{8})[-+]?[0-9TRSUWXJKLMNtrsuwxjklmn][0-9]{3}([^0-9]|$)|(^|[^0-9])[0-9]{8}[KMXkmx][0-9]{3}([^0-9]|$)` +
+	`|[0-9+\-TRSUWXJKLMNtrsuwxjklmn][` + reClass(foldedParts) + `]|[` + reClass(foldedDigits) + `]`
+
+// How fold reads a character other than ASCII, as a reader of the
+// delivery would: a decimal digit of any script (fullwidth ０-９, Arabic-
+// Indic …) is that digit, a dash (U+2010-U+2015, any other of Unicode's
+// dash punctuation) or the minus sign is '-', a fullwidth or small plus is
+// '+', and a character that shows nothing (a soft hyphen, a zero-width
+// space, a format or combining mark) is not there. Spaces are left as
+// they are: see docs/delivery.md.
+var (
+	foldedDigits    = unicode.Nd
+	foldedInvisible = []*unicode.RangeTable{unicode.Cf, unicode.Mn, unicode.Me}
+	foldedParts     = rangetable.Merge(append([]*unicode.RangeTable{unicode.Pd, rangetable.New(0x2212, 0xfe62, 0xff0b)}, foldedInvisible...)...)
+)
+
+// fold returns the character r stands for in an identity number as a
+// reader takes it: '0'-'9' for a decimal digit, '-' for a dash or minus
+// sign, '+' for a plus; -1 for a character that shows nothing; r itself
+// for anything else (ASCII included).
+func fold(r rune) rune {
+	switch {
+	case r < 0x80:
+		return r
+	case r < 0x300:
+		if r == 0xad { // a soft hyphen
+			return -1
+		}
+		return r
+	case unicode.Is(unicode.Nd, r):
+		return '0' + digitValue(r)
+	case r == 0x2212 || unicode.Is(unicode.Pd, r):
+		return '-'
+	case r == 0xfe62 || r == 0xff0b:
+		return '+'
+	case unicode.In(r, foldedInvisible...):
+		return -1
+	}
+	return r
+}
+
+// digitValue is the value of the decimal digit r: Unicode assigns them in
+// whole runs of 0 to 9, which unicode.Nd's ranges hold (TestFoldDigits).
+func digitValue(r rune) rune {
+	for _, g := range unicode.Nd.R16 {
+		if r <= rune(g.Hi) {
+			return (r - rune(g.Lo)) % 10
+		}
+	}
+	for _, g := range unicode.Nd.R32 {
+		if r <= rune(g.Hi) {
+			return (r - rune(g.Lo)) % 10
+		}
+	}
+	return 0
+}
+
+// foldString is s with fold applied to each character; s itself when it
+// is ASCII.
+func foldString(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return strings.Map(fold, s)
+		}
+	}
+	return s
+}
+
+// reClass writes the characters of t other than ASCII as the inside of a
+// regular expression's character class.
+func reClass(t *unicode.RangeTable) string {
+	var b strings.Builder
+	add := func(lo, hi, stride uint32) {
+		for r := lo; r <= hi; r += stride {
+			if r < 0x80 {
+				continue
+			}
+			end := r
+			if stride == 1 {
+				end = hi
+			}
+			fmt.Fprintf(&b, `\x{%x}`, r)
+			if end > r {
+				fmt.Fprintf(&b, `-\x{%x}`, end)
+			}
+			if stride == 1 {
+				break
+			}
+		}
+	}
+	for _, g := range t.R16 {
+		add(uint32(g.Lo), uint32(g.Hi), uint32(g.Stride))
+	}
+	for _, g := range t.R32 {
+		add(g.Lo, g.Hi, g.Stride)
+	}
+	return b.String()
+}
 
 // pnrScanUDF is lopnr_has_identity(value): whether any candidate in the
 // value parses as an identity number of any kind. A reference date far
@@ -65,8 +169,10 @@ func (u pnrScanUDF) Executor() duckdb.ScalarFuncExecutor {
 
 // hasIdentity reports whether s holds an identity number in any form:
 // every run of digits, separators and interim or reserve letters of the
-// right lengths is tried.
+// right lengths is tried, after fold (a number written with an en dash or
+// fullwidth digits is a number).
 func hasIdentity(p *personnummer.Parser, s string) bool {
+	s = foldString(s)
 	isPart := func(c byte) bool {
 		return c >= '0' && c <= '9' || c == '-' || c == '+' || strings.IndexByte("TRSUWXJKLMNtrsuwxjklmn", c) >= 0
 	}
