@@ -12,6 +12,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/lopnr/lopnr/internal/synth"
 	"github.com/lopnr/lopnr/keystore"
 	"github.com/lopnr/lopnr/keystore/local"
 	"github.com/lopnr/lopnr/linkage"
@@ -23,7 +24,7 @@ import (
 // source with another profile.
 
 // regApproved approves column X of source reg, a file with a header read
-// with the custom profile reg-export, and nothing else.
+// with the custom profile reg-export, and a cohort list.
 const regApproved = `sources:
   - name: reg
     profile: reg-export
@@ -31,6 +32,7 @@ const regApproved = `sources:
       name: reg-export
       kind: events
       identity: PNR
+  - {name: cohort, profile: cohort-list}
 variables:
   - {source: reg, column: X}
 `
@@ -204,6 +206,7 @@ func TestExtractorCannotDeliverAnUnapprovedColumnUnderAnApprovedName(t *testing.
       header: false
       columns: [PNR, DIAG, X]
       identity: PNR
+  - {name: cohort, profile: cohort-list}
 variables:
   - {source: reg, column: X}
 `
@@ -286,5 +289,78 @@ func TestApprovedListNamesItsErrors(t *testing.T) {
 	}
 	if err := mustApproval(t, regApproved).Check(); err != nil {
 		t.Errorf("Check: %v", err)
+	}
+}
+
+// TestExtractorCannotChooseTheCohortByAnUnapprovedSource: the approved
+// list bound what is delivered of each person, not who is delivered. A
+// job whose cohort is the persons with a diagnosis the project may not
+// have — criteria on a source the list does not name — passed every
+// check, and each delivered LopNr said that person has it (jobs with
+// other criteria, joined on LopNr by the researcher, give it per person;
+// age-at-index is the age at that event). So did a cohort list, or
+// identity sources, the list does not name. Every source a job reads must
+// now be approved, with its profile; the job is refused before anything
+// runs, naming each field, and nothing is delivered.
+func TestExtractorCannotChooseTheCohortByAnUnapprovedSource(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := synth.Generate(dir, synth.Options{Persons: 50, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, synth.JobFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The synthetic job as it is, with synth.Approved: every source it
+	// reads is approved.
+	if err := CheckApproval(attack(t, dir, string(raw)), mustApproval(t, synth.Approved)); err != nil {
+		t.Fatalf("the synthetic job against synth.Approved: %v", err)
+	}
+
+	// The attack as the review found it: the cohort is schizophrenia in
+	// par_sluten, and the list approves the drug register only.
+	spec := strings.Replace(string(raw), "codes: [I21, I22]", "codes: [F20]", 1)
+	spec = spec[:strings.Index(spec, "variables:")] + "variables:\n  - {source: lmed, column: ATC, transform: keep}\n"
+	profiles := map[string]string{"val_sluten": "val-slutenvard", "val_oppen": "val-oppenvard", "takecare": "takecare", "par_sluten": "par-sluten",
+		"par_oppen": "par-oppen", "lmed": "lmed", "dors": "dors", "reused": "cohort-list", "history": "pnr-history"}
+	only := func(names ...string) Approval {
+		y := "sources:\n"
+		for _, n := range names {
+			y += "  - {name: " + n + ", profile: " + profiles[n] + "}\n"
+		}
+		return mustApproval(t, y+"variables:\n  - {source: lmed, column: ATC}\n")
+	}
+	js := attack(t, dir, spec)
+	err = CheckApproval(js, only("lmed"))
+	for _, want := range []string{
+		`cohort.criteria[0].source: "par_sluten" is not a source on the project's approved list`,
+		`identity.history: "history" is not`, `identity.reused: "reused" is not`,
+		`sources[0].name: "val_sluten" is not`, `sources[4].name: "par_oppen" is not`,
+	} {
+		if !errors.Is(err, ErrNotApproved) || !strings.Contains(fmtErr(err), want) {
+			t.Errorf("CheckApproval: %v\nwant ErrNotApproved naming %s", err, want)
+		}
+	}
+	// Approve everything but par_sluten: the cohort's source alone is
+	// named.
+	all := []string{"val_sluten", "val_oppen", "takecare", "par_oppen", "lmed", "dors", "reused", "history"}
+	err = CheckApproval(js, only(all...))
+	if msg := fmtErr(err); !errors.Is(err, ErrNotApproved) || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "cohort.criteria[0].source: ") {
+		t.Errorf("CheckApproval: %v, want only cohort.criteria[0].source", err)
+	}
+	if err := CheckApproval(js, only(append(all, "par_sluten")...)); err != nil {
+		t.Errorf("with par_sluten approved: %v", err)
+	}
+
+	// A cohort list that the approved list does not name.
+	list := attackFiles(t)
+	appr := mustApproval(t, strings.Replace(regApproved, "  - {name: cohort, profile: cohort-list}\n", "", 1))
+	js = attack(t, list, regJob)
+	if err := CheckApproval(js, appr); !errors.Is(err, ErrNotApproved) || !strings.Contains(err.Error(), `cohort.list: "cohort" is not a source on the project's approved list`) {
+		t.Errorf("CheckApproval, an unapproved cohort list: %v", err)
+	}
+	out, csv, err := deliverAttack(t, js, appr)
+	if !errors.Is(err, ErrNotApproved) || csv != "" || countFiles(out) != 0 {
+		t.Errorf("Deliver, an unapproved cohort list: %v, delivered %q (%d files)", err, csv, countFiles(out))
 	}
 }

@@ -102,6 +102,7 @@ func TestExtractorCannotDeliverANumberThroughADateColumn(t *testing.T) {
       kind: events
       identity: PNR
       dates: {FDAT: ` + format + `}
+  - {name: cohort, profile: cohort-list}
 variables:
   - {source: mfr, column: FDAT, transforms: [keep, year]}
 `

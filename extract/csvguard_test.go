@@ -76,6 +76,7 @@ const mfrApproved = `sources:
       name: mfr-export
       kind: events
       identity: PNR
+  - {name: cohort, profile: cohort-list}
 variables:
   - {source: mfr, column: MOR}
   - {source: mfr, column: VIKT}

@@ -44,9 +44,12 @@ const testVariables = `variables:
   - {source: takecare, column: Text, transform: keep}
 `
 
-// testApproval approves exactly testVariables.
+// testApproval approves exactly testVariables, and the other sources the
+// job reads.
 var testApproval = Approval{Sources: []ApprovedSource{
 	{Name: "par_sluten", Profile: "par-sluten"}, {Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}, {Name: "takecare", Profile: "takecare"},
+	{Name: "val_sluten", Profile: "val-slutenvard"}, {Name: "val_oppen", Profile: "val-oppenvard"}, {Name: "par_oppen", Profile: "par-oppen"},
+	{Name: "reused", Profile: "cohort-list"}, {Name: "history", Profile: "pnr-history"},
 }, Variables: []ApprovedVariable{
 	{Source: "par_sluten", Column: "HDIA", Transforms: []string{"truncate(3)"}},
 	{Source: "par_sluten", Column: "DIA1..DIA30", Transforms: []string{"blank(I,E)"}},

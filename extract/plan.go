@@ -369,7 +369,15 @@ func (p sourcePlan) selectSQL(src *linkage.LinkedSource) (string, []any) {
 //     does (sources[i].<field>);
 //   - every variable's source must be an approved source
 //     (variables[i].source), and the column with its transform on the
-//     approved list (variables[i]).
+//     approved list (variables[i]);
+//   - so must every other source the job reads: the cohort's
+//     (cohort.criteria[i].source, cohort.list), the identity sources
+//     (identity.history, identity.reused), and any other the spec lists
+//     (sources[i].name). Who is delivered tells as much as what is: a
+//     cohort chosen by an unapproved register makes each delivered LopNr
+//     say that the person is in it. The criteria's codes and windows are
+//     not on the list: they are in the job's spec, which the approver who
+//     releases the delivery reads.
 //
 // A file with a header is read by its header (linkage refuses a profile
 // whose columns differ from it), one without by the approved profile's
@@ -383,10 +391,32 @@ func CheckApproval(spec *linkage.JobSpec, appr Approval) error {
 	for _, a := range appr.Sources {
 		bySource[a.Name] = a
 	}
+	// The fields that name each source, besides the variables.
+	readBy := map[string][]string{}
+	for i, c := range spec.Cohort.Criteria {
+		readBy[c.Source] = append(readBy[c.Source], fmt.Sprintf("cohort.criteria[%d].source", i))
+	}
+	for path, name := range map[string]string{"cohort.list": spec.Cohort.List, "identity.history": spec.Identity.History, "identity.reused": spec.Identity.Reused} {
+		if name != "" {
+			readBy[name] = append(readBy[name], path)
+		}
+	}
+	delivered := map[string]bool{}
+	for _, v := range spec.Variables {
+		delivered[v.Source] = true
+	}
 	for i, src := range spec.Sources {
 		a, ok := bySource[src.Name]
 		if !ok {
-			continue // delivers nothing: the variables' check below
+			fields := readBy[src.Name]
+			slices.Sort(fields)
+			for _, f := range fields {
+				bad(f, ErrNotApproved, "%q is not a source on the project's approved list: a job reads only approved sources, its cohort's and identity sources too", src.Name)
+			}
+			if len(fields) == 0 && !delivered[src.Name] { // a variable's error names it
+				bad(fmt.Sprintf("sources[%d].name", i), ErrNotApproved, "%q is not a source on the project's approved list: a job reads only approved sources", src.Name)
+			}
+			continue
 		}
 		path := fmt.Sprintf("sources[%d]", i)
 		if src.Profile != a.Profile {

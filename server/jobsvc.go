@@ -340,7 +340,11 @@ func (s *Server) work(ctx context.Context, j jobs.Job, report func(jobs.Event)) 
 	if err := s.deliveries.create(d.ID, d); err != nil {
 		return "", err
 	}
-	m, err := extract.Deliver(ctx, res, extract.Options{Approval: rec.Approval, Keys: s.cfg.Keys, Recipients: recips,
+	appr := rec.Approval
+	if s.isImport(j.ID) {
+		appr = importApproval(appr, spec)
+	}
+	m, err := extract.Deliver(ctx, res, extract.Options{Approval: appr, Keys: s.cfg.Keys, Recipients: recips,
 		Sink: s.cfg.Sink, Signer: s.cfg.Signer, SpecBytes: j.Spec, DeliveryID: j.ID, Now: s.cfg.Clock,
 		Progress: func(p extract.Progress) {
 			report(jobs.Event{Stage: p.Stage, Source: p.File, Rows: p.Rows, Bytes: p.Bytes, Done: p.Done})

@@ -502,7 +502,7 @@ func (ps partnerService) ImportPartnerFile(stream lopnrv1.PartnerService_ImportP
 	if err != nil {
 		return err
 	}
-	if err := extract.CheckApproval(parsed, rec.Approval); err != nil {
+	if err := extract.CheckApproval(parsed, importApproval(rec.Approval, parsed)); err != nil {
 		return err
 	}
 	if _, err := s.projects.update(rec.ID, func(r *projectRecord) error {

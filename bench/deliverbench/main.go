@@ -194,7 +194,7 @@ sources:
 cohort: {list: cohort}
 variables:
 `
-	appr := "sources:\n  - {name: big, profile: bench, profile_yaml: '" + profile + "'}\nvariables:\n"
+	appr := "sources:\n  - {name: big, profile: bench, profile_yaml: '" + profile + "'}\n  - {name: cohort, profile: cohort-list}\nvariables:\n"
 	for _, c := range []string{"EDATUM", "ATC", "VARUNR", "ANTAL", "RADNR", "APOTEK", "BEREDNING", "DOSERING", "KOD"} {
 		job += "  - {source: big, column: " + c + "}\n"
 		appr += "  - {source: big, column: " + c + "}\n"

@@ -704,6 +704,14 @@ func runJobsGet(ctx context.Context, args []string, sio stdio) error {
 		fmt.Fprintf(tw, "Error\t%s\n", printable(j.Error))
 	}
 	tw.Flush()
+	if len(j.Spec) > 0 {
+		// What the approver who releases reads: the cohort's criteria
+		// (codes, windows, age) are the spec's, not the approved list's.
+		fmt.Fprintf(sio.out, "\nSpec:\n")
+		for _, line := range strings.Split(strings.TrimRight(string(j.Spec), "\n"), "\n") {
+			fmt.Fprintf(sio.out, "  %s\n", printable(line))
+		}
+	}
 	if j.Report != "" {
 		fmt.Fprintf(sio.out, "\n%s", j.Report)
 		if !strings.HasSuffix(j.Report, "\n") {

@@ -382,7 +382,9 @@ func TestClientProjects(t *testing.T) {
 			{Source: "lmed", Column: "EDATUM", Transforms: []string{"year"}},
 			{Source: "dors", Column: "ULORSAK", Transforms: []string{"truncate(3)"}},
 		},
-		ApprovedSources: []*lopnrv1.ApprovedSource{{Name: "par_sluten", Profile: "par-sluten"}, {Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}}})
+		ApprovedSources: []*lopnrv1.ApprovedSource{{Name: "val_sluten", Profile: "val-slutenvard"}, {Name: "val_oppen", Profile: "val-oppenvard"},
+			{Name: "takecare", Profile: "takecare"}, {Name: "par_sluten", Profile: "par-sluten"}, {Name: "par_oppen", Profile: "par-oppen"},
+			{Name: "lmed", Profile: "lmed"}, {Name: "dors", Profile: "dors"}, {Name: "reused", Profile: "cohort-list"}, {Name: "history", Profile: "pnr-history"}}})
 	for _, re := range []string{`(?m)^Project\s+p1$`, `(?m)^Retain until\s+2026-03-01$`, `(?m)^Rules\s+none approved yet: no job runs$`,
 		`(?m)^Pending\s+c1 \(lopnr projects changes p1\)$`, `(?m)^  lopnr projects approve p1 c1$`} {
 		mustMatch(t, "projects create", re, out)
@@ -393,7 +395,7 @@ func TestClientProjects(t *testing.T) {
 	f.wantReq(t, &lopnrv1.ListChangesRequest{Project: "p1"})
 	for _, re := range []string{`(?m)^Change\s+c1 of project p1$`, `(?m)^State\s+pending$`, `(?m)^Personnummer\s+allowed in deliveries$`,
 		`(?m)^Approved\s+par_sluten.HDIA: truncate\(3\)$`, `(?m)^\s+par_sluten.OP: keep$`, `(?m)^Recipients\s+` + r1 + `$`, `(?m)^\s+` + r2 + `$`,
-		`(?m)^Sources\s+par_sluten: read with par-sluten$`} {
+		`(?m)^Sources\s+val_sluten: read with val-slutenvard$`, `(?m)^\s+par_sluten: read with par-sluten$`} {
 		mustMatch(t, "projects changes", re, out)
 	}
 	out, stderr, code = runLopnr(t, "", f.dev("projects", "approve", "p1", "c1", "--as", "approver")...)
@@ -773,12 +775,14 @@ func TestClientJobsAndDeliveries(t *testing.T) {
 
 	f.set(func(f *fakeServer) {
 		f.job = &lopnrv1.Job{Project: "p1", State: lopnrv1.JobState_JOB_STATE_SUCCEEDED, Delivery: "d-1", Started: timestamppb.New(t0),
-			Last: &lopnrv1.JobEvent{Stage: "publish", Done: true}, Report: "Cohort: 2500 persons\nLinked: 99.2 %\n"}
+			Last: &lopnrv1.JobEvent{Stage: "publish", Done: true}, Report: "Cohort: 2500 persons\nLinked: 99.2 %\n",
+			Spec: []byte("project: p1\ncohort:\n  criteria:\n    - {source: par_sluten, codes: [I21]}\x1b[2J\n")}
 	})
 	out, _, _ = runLopnr(t, "", f.dev("jobs", "get", "j-7")...)
 	f.wantReq(t, &lopnrv1.GetJobRequest{Id: "j-7"})
 	for _, re := range []string{`(?m)^Job\s+j-7$`, `(?m)^State\s+succeeded$`, `(?m)^Started\s+2025-03-01 10:00 UTC$`, `(?m)^Finished\s+-$`,
-		`(?m)^Last event\s+publish\s+done$`, `(?m)^Delivery\s+d-1$`, `\n\nCohort: 2500 persons\nLinked: 99.2 %\n$`} {
+		`(?m)^Last event\s+publish\s+done$`, `(?m)^Delivery\s+d-1$`, `\n\nCohort: 2500 persons\nLinked: 99.2 %\n$`,
+		`\nSpec:\n  project: p1\n  cohort:\n    criteria:\n      - \{source: par_sluten, codes: \[I21\]\}\?\[2J\n`} {
 		mustMatch(t, "jobs get", re, out)
 	}
 

@@ -807,3 +807,14 @@ func TestSourceRows(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovedNamesEverySourceOfTheJob: a job reads only approved
+// sources (extract.CheckApproval), so Approved names each source job.yaml
+// lists, with its profile.
+func TestApprovedNamesEverySourceOfTheJob(t *testing.T) {
+	for _, d := range append(append([]sourceDef{}, sourceDefs...), reusedDef, historyDef) {
+		if want := "{name: " + d.name + ", profile: " + d.profile + "}"; !strings.Contains(Approved, want) {
+			t.Errorf("Approved lacks %s", want)
+		}
+	}
+}

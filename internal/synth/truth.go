@@ -118,14 +118,22 @@ outputs:
 }
 
 // Approved is an approved variable list, in the YAML that `lopnr run
-// --approved` reads, that approves exactly what job.yaml delivers: each
-// source read with the built-in profile job.yaml names, and its variables.
-// The variables come last, so that a test may append its own.
+// --approved` reads, that approves exactly what job.yaml reads and
+// delivers: every source it reads (those it delivers from, the cohort's,
+// the identity sources and the others its report covers), each with the
+// built-in profile job.yaml names, and its variables. The variables come
+// last, so that a test may append its own.
 const Approved = `# The project's approved variable list (from its ethics approval).
 sources:
+  - {name: val_sluten, profile: val-slutenvard}
+  - {name: val_oppen, profile: val-oppenvard}
+  - {name: takecare, profile: takecare}
   - {name: par_sluten, profile: par-sluten}
+  - {name: par_oppen, profile: par-oppen}
   - {name: lmed, profile: lmed}
   - {name: dors, profile: dors}
+  - {name: reused, profile: cohort-list}
+  - {name: history, profile: pnr-history}
 variables:
   - {source: par_sluten, column: HDIA, transforms: ["truncate(3)"]}
   - {source: par_sluten, column: INDATUM, transforms: [year-month]}
