@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lopnr/lopnr/internal/atomicfile"
 )
 
 var _ Sink = (*DirSink)(nil)
@@ -329,7 +331,7 @@ func (st *dirStaging) Commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("dir sink: commit %s: %w", st.stage, err)
 	}
-	if err := syncDir(st.stage); err != nil {
+	if err := atomicfile.SyncDir(st.stage); err != nil {
 		return fmt.Errorf("dir sink: commit %s: %w", st.stage, err)
 	}
 	st.committed = true
@@ -408,7 +410,7 @@ func (s *DirSink) Release(ctx context.Context, project, id string) error {
 	if err := os.Rename(stage, final); err != nil {
 		return fmt.Errorf("dir sink: release %s: %w", final, err)
 	}
-	if err := errors.Join(syncDir(parent), syncDir(filepath.Dir(stage))); err != nil {
+	if err := errors.Join(atomicfile.SyncDir(parent), atomicfile.SyncDir(filepath.Dir(stage))); err != nil {
 		return fmt.Errorf("dir sink: %s is released, but syncing its directories failed: %w", final, err)
 	}
 	return nil
@@ -421,19 +423,6 @@ func exists(path string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// syncDir syncs a directory, so that the entries in it survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // maxSinkName is the longest project, delivery or file name: a file name

@@ -1,6 +1,6 @@
 // Package atomicfile writes a file so that a crash leaves either the old
 // content or the new, never a mix: a temporary file beside it (mode 0600),
-// synced to disk, renamed over it.
+// synced to disk, renamed over it, the directory synced.
 package atomicfile
 
 import (
@@ -25,5 +25,21 @@ func Write(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// SyncDir makes the names in dir, created, renamed or removed, durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

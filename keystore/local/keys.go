@@ -96,7 +96,7 @@ func (s *Store) projectKeyOrNew(project string) (*age.HybridIdentity, error) {
 	}
 	// Entries are about to be written under this key: its name must
 	// survive a crash as surely as they do.
-	return id, syncDir(s.keyDir)
+	return id, atomicfile.SyncDir(s.keyDir)
 }
 
 // hasEntries tells whether any entry of the project is left.
@@ -128,21 +128,8 @@ func (s *Store) shredIfEmpty(project string) error {
 	if err := os.Remove(s.keyFile(project)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("local keystore %s: remove the key of project %q: %w", s.dir, project, err)
 	}
-	if err := syncDir(s.keyDir); err != nil {
+	if err := atomicfile.SyncDir(s.keyDir); err != nil {
 		return fmt.Errorf("local keystore %s: remove the key of project %q: %w", s.dir, project, err)
 	}
 	return os.RemoveAll(filepath.Join(s.dir, "kv", "projects", project))
-}
-
-// syncDir makes the names in dir, created or removed, durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
