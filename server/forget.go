@@ -53,80 +53,46 @@ func (s *Server) forget(project string, destroyed time.Time) error {
 	} else {
 		n.Jobs = c
 	}
-	if ds, err := s.deliveries.list(); err != nil {
-		errs = append(errs, err)
-	} else {
-		for _, d := range ds {
-			if d.Project != project || (d.Report == "" && submitter(d.Submitter) == d.Submitter) {
-				continue
-			}
-			if _, err := s.deliveries.update(d.ID, func(d *deliveryRecord) error {
-				d.Report, d.Submitter = "", submitter(d.Submitter)
-				return nil
-			}); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			n.Deliveries++
+	count := func(n *int, c int, err error) {
+		*n += c
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if rs, err := s.reidents.list(); err != nil {
-		errs = append(errs, err)
-	} else {
-		for _, r := range rs {
-			if r.Project != project || (r.Reason == "" && r.RunNumber == 0) {
-				continue
-			}
-			if _, err := s.reidents.update(r.ID, func(r *reidentRecord) error {
-				r.Reason, r.RunNumber = "", 0
-				return nil
-			}); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			n.Reidentifications++
-		}
-	}
-	if gs, err := s.grants.list(); err != nil {
-		errs = append(errs, err)
-	} else {
-		for _, g := range gs {
-			if g.Project != project || (g.Reason == "" && g.Partner == "") {
-				continue
-			}
-			if _, err := s.grants.update(g.ID, func(g *keyFileGrant) error {
-				g.Reason, g.Partner = "", ""
-				return nil
-			}); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			n.KeyFileGrants++
-		}
-	}
-	if is, err := s.imports.list(); err != nil {
-		errs = append(errs, err)
-	} else {
-		for _, r := range is {
-			if r.Project != project || (r.Received == "" && r.Source == "") {
-				continue
-			}
-			if _, err := s.imports.update(r.Job, func(r *importRecord) error {
-				r.Received, r.Source = "", ""
-				return nil
-			}); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			n.Imports++
-		}
-	}
+	c, err := forgetIn(s.deliveries, project, func(d deliveryRecord) (string, string) { return d.ID, d.Project },
+		func(d *deliveryRecord) bool {
+			had := d.Report != "" || submitter(d.Submitter) != d.Submitter
+			d.Report, d.Submitter = "", submitter(d.Submitter)
+			return had
+		})
+	count(&n.Deliveries, c, err)
+	c, err = forgetIn(s.reidents, project, func(r reidentRecord) (string, string) { return r.ID, r.Project },
+		func(r *reidentRecord) bool {
+			had := r.Reason != "" || r.RunNumber != 0
+			r.Reason, r.RunNumber = "", 0
+			return had
+		})
+	count(&n.Reidentifications, c, err)
+	c, err = forgetIn(s.grants, project, func(g keyFileGrant) (string, string) { return g.ID, g.Project },
+		func(g *keyFileGrant) bool {
+			had := g.Reason != "" || g.Partner != ""
+			g.Reason, g.Partner = "", ""
+			return had
+		})
+	count(&n.KeyFileGrants, c, err)
+	c, err = forgetIn(s.imports, project, func(r importRecord) (string, string) { return r.Job, r.Project },
+		func(r *importRecord) bool {
+			had := r.Received != "" || r.Source != ""
+			r.Received, r.Source = "", ""
+			return had
+		})
+	count(&n.Imports, c, err)
 	// The project's own record last, marked destroyed only when the rest
 	// is done: a forget that failed half-way runs again at the next sweep.
 	if len(errs) > 0 {
 		return fmt.Errorf("project %s: reducing the records of a destroyed project: %w", project, errors.Join(errs...))
 	}
-	_, err := s.projects.update(project, func(r *projectRecord) error {
+	_, err = s.projects.update(project, func(r *projectRecord) error {
 		if r.Forgotten != nil {
 			return nil // forgotten already
 		}
@@ -140,6 +106,31 @@ func (s *Server) forget(project string, destroyed time.Time) error {
 		return nil
 	})
 	return err
+}
+
+// forgetIn reduces the records of project in r with reduce, which drops
+// what a destroyed project's records must not keep and reports whether
+// there was anything to drop; it returns how many records it reduced.
+// key gives a record's id and project.
+func forgetIn[T any](r *records[T], project string, key func(T) (id, project string), reduce func(*T) bool) (int, error) {
+	all, err := r.list()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, v := range all {
+		id, p := key(v)
+		if p != project || !reduce(&v) {
+			continue
+		}
+		if _, err := r.update(id, func(v *T) error { reduce(v); return nil }); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // Due lists the projects whose kodnyckel the key store's sweep would
