@@ -46,8 +46,10 @@ func approvalFromRules(prefix string, r *lopnrv1.ProjectRules) (extract.Approval
 	return a, nil
 }
 
-// rulesProto is an approval and recipients as the API shows them.
-func rulesProto(a extract.Approval, recipients []string) *lopnrv1.ProjectRules {
+// RulesProto is an approved list and recipients as the API's
+// ProjectRules: how the server shows them, and how clients that read an
+// approved list from a file send them.
+func RulesProto(a extract.Approval, recipients []string) *lopnrv1.ProjectRules {
 	out := &lopnrv1.ProjectRules{AllowPersonnummer: a.AllowPersonnummer, Recipients: recipients}
 	for _, v := range a.Variables {
 		out.ApprovedVariables = append(out.ApprovedVariables, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})

@@ -79,17 +79,11 @@ func (c changeRecord) proto(project string) *lopnrv1.ProjectChange {
 	}
 	switch {
 	case c.Rules != nil:
-		out.Rules = rulesProto(c.Rules.Approval, c.Rules.Recipients)
+		out.Rules = RulesProto(c.Rules.Approval, c.Rules.Recipients)
 	case c.Partner != nil:
 		out.Partner = c.Partner.proto(project)
 	}
 	return out
-}
-
-// RulesProto is an approved variable list and recipients as the API's
-// ProjectRules, for clients that read an approved list from a file.
-func RulesProto(a extract.Approval, recipients []string) *lopnrv1.ProjectRules {
-	return rulesProto(a, recipients)
 }
 
 type projectService struct {
@@ -398,7 +392,7 @@ func (s *Server) projectView(ctx context.Context, rec projectRecord) (*lopnrv1.P
 	}
 	out := &lopnrv1.Project{Id: rec.ID, EpmDnr: rec.EPMDnr, CreatedBy: rec.CreatedBy}
 	if rec.approved() {
-		r := rulesProto(rec.Approval, rec.Recipients)
+		r := RulesProto(rec.Approval, rec.Recipients)
 		out.ApprovedVariables, out.ApprovedSources, out.AllowPersonnummer, out.Recipients = r.ApprovedVariables, r.ApprovedSources, r.AllowPersonnummer, r.Recipients
 	}
 	for _, c := range rec.Changes {

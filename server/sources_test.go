@@ -23,7 +23,7 @@ func approvedSources(t *testing.T) []*lopnrv1.ApprovedSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rulesProto(a, nil).ApprovedSources
+	return RulesProto(a, nil).ApprovedSources
 }
 
 // sourceFiles lays out a source root as an attacker with write access to

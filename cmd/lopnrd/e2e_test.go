@@ -42,6 +42,7 @@ import (
 	"github.com/lopnr/lopnr/internal/testpki"
 	"github.com/lopnr/lopnr/linkage/personnummer"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server"
 )
 
 // The end-to-end test runs lopnrd as a child process: this test binary,
@@ -314,14 +315,8 @@ func TestEndToEnd(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(synth.Approved), &appr); err != nil {
 		t.Fatal(err)
 	}
-	var approved []*lopnrv1.ApprovedVariable
-	for _, v := range appr.Variables {
-		approved = append(approved, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})
-	}
-	var approvedSources []*lopnrv1.ApprovedSource
-	for _, s := range appr.Sources {
-		approvedSources = append(approvedSources, &lopnrv1.ApprovedSource{Name: s.Name, Profile: s.Profile, ProfileYaml: s.ProfileYAML})
-	}
+	rules := server.RulesProto(appr, nil)
+	approved, approvedSources := rules.ApprovedVariables, rules.ApprovedSources
 	researcher, err := age.GenerateHybridIdentity()
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ import (
 	"github.com/lopnr/lopnr/internal/testenv"
 	"github.com/lopnr/lopnr/internal/testpki"
 	lopnrv1 "github.com/lopnr/lopnr/proto/lopnr/v1"
+	"github.com/lopnr/lopnr/server"
 )
 
 // TestKilledServerLeavesNothingUnaccounted is finding 8 of issue 15: lopnrd
@@ -278,18 +279,13 @@ func (h *killHarness) createProject() {
 	if err := yaml.Unmarshal([]byte(synth.Approved), &appr); err != nil {
 		t.Fatal(err)
 	}
-	req := &lopnrv1.CreateProjectRequest{Id: h.project, EpmDnr: "2026-00000-01"}
-	for _, v := range appr.Variables {
-		req.ApprovedVariables = append(req.ApprovedVariables, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})
-	}
-	for _, s := range appr.Sources {
-		req.ApprovedSources = append(req.ApprovedSources, &lopnrv1.ApprovedSource{Name: s.Name, Profile: s.Profile, ProfileYaml: s.ProfileYAML})
-	}
 	researcher, err := age.GenerateHybridIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Recipients = []string{researcher.Recipient().String()}
+	rules := server.RulesProto(appr, []string{researcher.Recipient().String()})
+	req := &lopnrv1.CreateProjectRequest{Id: h.project, EpmDnr: "2026-00000-01",
+		ApprovedVariables: rules.ApprovedVariables, ApprovedSources: rules.ApprovedSources, Recipients: rules.Recipients}
 	call(t, "CreateProject", func(ctx context.Context) (*lopnrv1.Project, error) {
 		return lopnrv1.NewProjectServiceClient(h.conn("drift")).CreateProject(ctx, req)
 	})

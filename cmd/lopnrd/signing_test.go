@@ -98,18 +98,13 @@ func TestOperatorCannotResignAnAlteredDelivery(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(synth.Approved), &appr); err != nil {
 		t.Fatal(err)
 	}
-	req := &lopnrv1.CreateProjectRequest{Id: project, EpmDnr: "2026-00000-01"}
-	for _, v := range appr.Variables {
-		req.ApprovedVariables = append(req.ApprovedVariables, &lopnrv1.ApprovedVariable{Source: v.Source, Column: v.Column, Transforms: v.Transforms})
-	}
-	for _, s := range appr.Sources {
-		req.ApprovedSources = append(req.ApprovedSources, &lopnrv1.ApprovedSource{Name: s.Name, Profile: s.Profile, ProfileYaml: s.ProfileYAML})
-	}
 	researcher, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Recipients = []string{researcher.Recipient().String()}
+	rules := server.RulesProto(appr, []string{researcher.Recipient().String()})
+	req := &lopnrv1.CreateProjectRequest{Id: project, EpmDnr: "2026-00000-01",
+		ApprovedVariables: rules.ApprovedVariables, ApprovedSources: rules.ApprovedSources, Recipients: rules.Recipients}
 
 	extractor, approver := devConn(t, addr, "extractor"), devConn(t, addr, "approver")
 	call(t, "CreateProject", func(ctx context.Context) (*lopnrv1.Project, error) {
