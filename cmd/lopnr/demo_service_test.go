@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,43 +98,16 @@ func TestDemoServiceSteps(t *testing.T) {
 func startLopnrd(t *testing.T, bin string, args []string) (string, *testenv.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	logs := &testenv.SyncBuffer{}
-	ready, exited := make(chan string, 1), make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "lopnrd serving" {
-				ready <- line.Addr
-			}
-		}
-	}()
+	s := testenv.StartLopnrd(t, cmd, logs, 2*time.Minute, logs.String)
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
-		case <-exited:
+		case <-s.Exited:
 		case <-time.After(time.Minute):
 			cmd.Process.Kill()
 		}
 		cmd.Wait()
 	})
-	select {
-	case addr := <-ready:
-		return addr, logs
-	case <-exited:
-		t.Fatalf("lopnrd exited at start; its log:\n%s", logs.String())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("lopnrd did not start in 2 minutes; its log:\n%s", logs.String())
-	}
-	return "", nil
+	return s.Addr, logs
 }

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,32 +78,9 @@ func (e *e2e) start() {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], e.args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
 	e.cmd = cmd
-	ready := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			e.logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Addr, Metrics string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "lopnrd serving" {
-				ready <- [2]string{line.Addr, line.Metrics}
-			}
-		}
-	}()
-	select {
-	case a := <-ready:
-		e.addr, e.metrics = a[0], a[1]
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		e.t.Fatalf("lopnrd did not start; its log:\n%s", e.logText())
-	}
+	s := testenv.StartLopnrd(e.t, cmd, e.logs, time.Minute, e.logText)
+	e.addr, e.metrics = s.Addr, s.Metrics
 }
 
 // stop ends lopnrd: SIGTERM, or SIGKILL to kill it mid-job.

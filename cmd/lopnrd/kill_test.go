@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -202,37 +201,8 @@ func (h *killHarness) start() {
 	h.t.Helper()
 	cmd := exec.Command(h.bin, h.args...)
 	cmd.Env = h.env
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
 	h.cmd = cmd
-	ready, exited := make(chan string, 1), make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			h.logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "lopnrd serving" {
-				ready <- line.Addr
-			}
-		}
-	}()
-	select {
-	case h.addr = <-ready:
-	case <-exited:
-		cmd.Wait()
-		h.cmd = nil
-		h.t.Fatalf("lopnrd exited at start; its log:\n%s", tail(h.logText(), 60))
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		h.t.Fatalf("lopnrd did not start; its log:\n%s", tail(h.logText(), 60))
-	}
+	h.addr = testenv.StartLopnrd(h.t, cmd, h.logs, 2*time.Minute, func() string { return tail(h.logText(), 60) }).Addr
 }
 
 // connAs returns a connection to the running lopnrd as the named person.
