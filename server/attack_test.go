@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -289,14 +288,7 @@ func TestPartnerWithASecondRoleCannotLearnCohortMembership(t *testing.T) {
 	}
 	// The policy loads: the attack.
 	f := newFixtureWith(t, false, policy, nil)
-	f.partnerProject()
-	scbKey, _ := age.GenerateX25519Identity()
-	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
-	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
-	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	scb, keys := f.blindPartner()
 	var member string
 	f.srv.cfg.Keys.Mappings(ctx(t), "p1", func(c string, _ keystore.RunNumber) error {
 		member = c
@@ -378,30 +370,8 @@ func TestApproverCannotUndoANewerChangeWithAStaleOne(t *testing.T) {
 // as they were.
 func TestPartnerCannotLearnCohortMembershipFromMetrics(t *testing.T) {
 	f := newFixture(t, false)
-	f.partnerProject()
-	scbKey, _ := age.GenerateX25519Identity()
-	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
-	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
-	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cohort []string
-	f.srv.cfg.Keys.Mappings(ctx(t), "p1", func(c string, _ keystore.RunNumber) error {
-		cohort = append(cohort, c)
-		return nil
-	})
-	b, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var outsider string
-	for _, n := range strings.Fields(string(b)) {
-		if !slices.Contains(cohort, n) {
-			outsider = n
-			break
-		}
-	}
+	scb, keys := f.blindPartner()
+	cohort, outsider := f.cohortAndOutsider()
 	metrics := func() string {
 		var m bytes.Buffer
 		f.srv.cfg.Metrics.WriteTo(&m)
@@ -499,14 +469,7 @@ func TestOneIdentityWithTwoRolesIsStillOnePerson(t *testing.T) {
 // left as it was.
 func TestNoEvaluationWhenTheAuditLogCannotBeWritten(t *testing.T) {
 	f := newFixture(t, false)
-	f.partnerProject()
-	scbKey, _ := age.GenerateX25519Identity()
-	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
-	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
-	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	scb, keys := f.blindPartner()
 	f.srv.cfg.Audit.Close()
 	stream, err := scb.Evaluate(ctx(t))
 	if err != nil {

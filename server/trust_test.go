@@ -264,33 +264,9 @@ func (f *fixture) pseudonymOf(canonical string) string {
 // whose jobs the partner cannot read.
 func TestPartnerCannotLearnCohortMembershipFromUploads(t *testing.T) {
 	f := newFixtureWith(t, false, testPolicy, func(c *Config) { c.ImportRowsPerDay, c.ImportMaxLine = 6, 200 })
-	f.partnerProject()
-	scbKey, _ := age.GenerateX25519Identity()
-	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
-	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
-	keys, err := scb.GetPartnerKeys(ctx(t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	scb, keys := f.blindPartner()
 
-	var cohort []string
-	if err := f.srv.cfg.Keys.Mappings(context.Background(), "p1", func(c string, _ keystore.RunNumber) error {
-		cohort = append(cohort, c)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	numbers, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var outsider string
-	for _, n := range strings.Fields(string(numbers)) {
-		if !slices.Contains(cohort, n) {
-			outsider = n
-			break
-		}
-	}
+	cohort, outsider := f.cohortAndOutsider()
 	enc := func(plain string) []byte {
 		var b bytes.Buffer
 		r, _ := age.ParseRecipients(strings.NewReader(keys.ServiceRecipient))
@@ -553,4 +529,44 @@ func TestDevIdentities(t *testing.T) {
 	g := newFixture(t, false)
 	_, err = lopnrv1.NewKeyServiceClient(g.conn("anna")).Sweep(metadata.AppendToOutgoingContext(ctx(t), DevIdentityHeader, "admin"), &lopnrv1.SweepRequest{})
 	wantCode(t, "a TLS caller naming a dev identity", err, codes.PermissionDenied, "CN=anna,O=Region Test may not key.sweep")
+}
+
+// blindPartner makes p1 a partner project and registers scb on it for
+// blind linkage, with a budget of 10 evaluations; it returns scb's client
+// and the keys the project gives it.
+func (f *fixture) blindPartner() (lopnrv1.PartnerServiceClient, *lopnrv1.PartnerKeys) {
+	f.t.Helper()
+	f.partnerProject()
+	scbKey, _ := age.GenerateX25519Identity()
+	f.register("CN=scb,O=Region Test", scbKey.Recipient().String(), 10, "blind")
+	scb := lopnrv1.NewPartnerServiceClient(f.conn("scb"))
+	keys, err := scb.GetPartnerKeys(ctx(f.t), &lopnrv1.GetPartnerKeysRequest{Project: "p1"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return scb, keys
+}
+
+// cohortAndOutsider returns the numbers in p1's kodnyckel and a test
+// number that is not among them.
+func (f *fixture) cohortAndOutsider() ([]string, string) {
+	f.t.Helper()
+	var cohort []string
+	if err := f.srv.cfg.Keys.Mappings(ctx(f.t), "p1", func(c string, _ keystore.RunNumber) error {
+		cohort = append(cohort, c)
+		return nil
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	numbers, err := os.ReadFile("../testdata/skatteverket/testpersonnummer.txt")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, n := range strings.Fields(string(numbers)) {
+		if !slices.Contains(cohort, n) {
+			return cohort, n
+		}
+	}
+	f.t.Fatal("every test number is in p1's kodnyckel")
+	return nil, ""
 }
